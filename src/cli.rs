@@ -1,0 +1,134 @@
+//! The command line: `serve`, `check`, `test`, `explain`, `schema`. Each command lives in its own file
+//! under `cli/` and returns an [`ExitCode`]-like status; `main` only parses and dispatches.
+
+mod check;
+mod explain;
+mod serve;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::policy::{self, PolicyErrors, Revision};
+
+/// Custom allocation webhook for Azure IoT Hub Device Provisioning Service.
+#[derive(Debug, Parser)]
+#[command(name = "dps-allocator", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook.
+    Serve(serve::ServeArgs),
+    /// Validate a policy directory and report every error at once (exit 1 on errors).
+    Check {
+        /// Policy directory [default: ./policies].
+        dir: Option<PathBuf>,
+    },
+    /// Run the fixtures in DIR/tests against the policy in DIR (exit 1 on any failure).
+    Test {
+        /// Policy directory [default: ./policies].
+        dir: Option<PathBuf>,
+    },
+    /// Decide one AllocationRequest and print every step of the decision.
+    Explain(explain::ExplainArgs),
+    /// Print the JSON Schema of a policy file (for editor completion).
+    Schema,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What a command reports back to `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Success: exit 0.
+    Ok,
+    /// The command ran and found problems (policy errors, failing fixtures): exit 1.
+    Failed,
+    /// The command could not run (bad input, start-up failure): exit 2.
+    Error,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Status {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Check { dir } => check::check(&policy_dir(dir)),
+        Command::Test { dir } => check::test(&policy_dir(dir)),
+        Command::Explain(args) => explain::run(args),
+        Command::Schema => schema(),
+    }
+}
+
+/// The directory to use when none is given.
+pub const DEFAULT_POLICY_DIR: &str = "policies";
+
+fn policy_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_DIR))
+}
+
+/// Where a command's policy comes from: the given directory, else `./policies` when present, else the
+/// embedded default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// A directory.
+    Dir(PathBuf),
+    /// The policy compiled into the binary.
+    Embedded,
+}
+
+impl PolicySource {
+    /// Resolves the source from an optional `--policies`.
+    pub fn resolve(dir: Option<PathBuf>) -> Self {
+        match dir {
+            Some(d) => PolicySource::Dir(d),
+            None if Path::new(DEFAULT_POLICY_DIR).is_dir() => {
+                PolicySource::Dir(PathBuf::from(DEFAULT_POLICY_DIR))
+            }
+            None => PolicySource::Embedded,
+        }
+    }
+
+    /// Loads and compiles the policy.
+    pub fn load(&self) -> Result<Revision, PolicyErrors> {
+        match self {
+            PolicySource::Dir(d) => policy::load_dir(d),
+            PolicySource::Embedded => policy::embedded_default(),
+        }
+    }
+
+    /// How to name the source to people.
+    pub fn describe(&self) -> String {
+        match self {
+            PolicySource::Dir(d) => d.display().to_string(),
+            PolicySource::Embedded => "the embedded default policy".to_owned(),
+        }
+    }
+}
+
+fn schema() -> Status {
+    let schema = schemars::schema_for!(policy::raw::RawFile);
+    match serde_json::to_string_pretty(&schema) {
+        Ok(s) => {
+            println!("{s}");
+            Status::Ok
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Status::Error
+        }
+    }
+}

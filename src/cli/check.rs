@@ -1,0 +1,98 @@
+//! `check` (validate a policy directory) and `test` (run its fixtures through the answer path the server
+//! uses).
+
+use std::path::Path;
+
+use super::Status;
+use crate::fixtures::{self, Observed};
+use crate::http::answer;
+use crate::policy::{self, Revision};
+
+/// `dps-allocator check DIR`.
+pub fn check(dir: &Path) -> Status {
+    match policy::load_dir(dir) {
+        Ok(rev) => {
+            println!("{}", describe(&rev, dir));
+            Status::Ok
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            let n = errors.0.len();
+            eprintln!(
+                "error: {n} problem{} in {}",
+                if n == 1 { "" } else { "s" },
+                dir.display()
+            );
+            Status::Failed
+        }
+    }
+}
+
+fn describe(rev: &Revision, dir: &Path) -> String {
+    format!(
+        "ok: {}: revision {}: {} hub(s), {} tenant(s), {} rule(s)",
+        dir.display(),
+        rev.id,
+        rev.hubs.len(),
+        rev.tenants.len(),
+        rev.rules.len()
+    )
+}
+
+/// `dps-allocator test DIR`.
+pub fn test(dir: &Path) -> Status {
+    let rev = match policy::load_dir(dir) {
+        Ok(rev) => rev,
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            eprintln!("error: the policy in {} does not load", dir.display());
+            return Status::Failed;
+        }
+    };
+    let cases = match fixtures::load(&dir.join("tests")) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Status::Error;
+        }
+    };
+    if cases.is_empty() {
+        eprintln!("error: no fixtures in {}", dir.join("tests").display());
+        return Status::Failed;
+    }
+    let mut failed = 0;
+    for case in &cases {
+        let got = run_case(&rev, &case.body());
+        let diffs = case.check(&got);
+        if diffs.is_empty() {
+            println!("ok    {}: {}", case.name(), case.description);
+        } else {
+            failed += 1;
+            println!("FAIL  {}: {}", case.name(), case.description);
+            for d in diffs {
+                println!("  {d}");
+            }
+        }
+    }
+    println!(
+        "{} passed, {failed} failed (revision {})",
+        cases.len() - failed,
+        rev.id
+    );
+    if failed == 0 {
+        Status::Ok
+    } else {
+        Status::Failed
+    }
+}
+
+/// Runs one request body through the server's answer path and observes it as a client would.
+pub fn run_case(rev: &Revision, body: &[u8]) -> Observed {
+    let a = answer::allocate(body, rev);
+    let header = a.decision.as_ref().map(|_| a.summary(rev).header());
+    Observed::from_parts(a.status, &a.body, header.as_deref())
+}

@@ -1,0 +1,513 @@
+//! DPS wire types: the AllocationRequest that DPS POSTs to the webhook, and the response it expects.
+//!
+//! The request side is tolerant (unknown and optional fields may be missing or extra) and strict only about
+//! what the contract requires: a non-empty `registrationId`, a non-empty `linkedHubs` of strings, and exactly
+//! one enrollment. It parses into [`AllocationRequest`], which the engine reads and never re-checks. Strings
+//! borrow from the body where JSON escapes allow. The response side spells `iotHubHostName` exactly and
+//! leaves out an empty twin or payload.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A string borrowed from the request body when it has no escapes, owned otherwise.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl<'a> Str<'a> {
+    /// The string itself.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Str<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// How the device proved its identity, from the member present in `deviceRuntimeContext`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Attestation {
+    /// Symmetric key (the key itself never reaches the webhook).
+    #[serde(rename = "symmetricKey")]
+    SymmetricKey,
+    /// X.509 certificate.
+    #[serde(rename = "x509")]
+    X509,
+    /// TPM endorsement key.
+    #[serde(rename = "tpm")]
+    Tpm,
+}
+
+impl Attestation {
+    /// The name used on the wire and in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attestation::SymmetricKey => "symmetricKey",
+            Attestation::X509 => "x509",
+            Attestation::Tpm => "tpm",
+        }
+    }
+}
+
+/// Which kind of enrollment the device registered through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollmentKind {
+    /// An enrollment group (`enrollmentGroup`).
+    Group,
+    /// An individual enrollment (`individualEnrollment`).
+    Individual,
+}
+
+/// The enrollment fields a policy can read.
+#[derive(Debug, Clone)]
+pub struct Enrollment<'a> {
+    /// Group or individual.
+    pub kind: EnrollmentKind,
+    /// `enrollmentGroupId` of a group enrollment.
+    pub group_id: Option<Str<'a>>,
+    /// `deviceId` of an individual enrollment.
+    pub device_id: Option<Str<'a>>,
+    /// `capabilities.iotEdge`, false when absent.
+    pub iot_edge: bool,
+    /// `reprovisionPolicy.updateHubAssignment`, true when absent (DPS's default).
+    pub update_hub_assignment: bool,
+    /// `attestation.type` of the enrollment.
+    pub attestation_type: Option<Str<'a>>,
+}
+
+/// A validated AllocationRequest.
+#[derive(Debug, Clone)]
+pub struct AllocationRequest<'a> {
+    /// `deviceRuntimeContext.registrationId`, never empty.
+    pub registration_id: Str<'a>,
+    /// The hub the device is on now (either spelling of the field), when it re-registers.
+    pub current_hub: Option<Str<'a>>,
+    /// `deviceRuntimeContext.currentDeviceId`.
+    pub current_device_id: Option<Str<'a>>,
+    /// The attestation member present in `deviceRuntimeContext`, if any.
+    pub attestation: Option<Attestation>,
+    /// `deviceRuntimeContext.x509`, opaque.
+    pub x509: Option<Value>,
+    /// `deviceRuntimeContext.payload`, opaque.
+    pub payload: Option<Value>,
+    /// `linkedHubs`, never empty, spelled as DPS sent them.
+    pub linked_hubs: Vec<Str<'a>>,
+    /// The enrollment the device registered through.
+    pub enrollment: Enrollment<'a>,
+}
+
+impl AllocationRequest<'_> {
+    /// The device id IoT Hub will use: the individual enrollment's `deviceId`, else the current device id,
+    /// else the registration id (DPS's default).
+    pub fn device_id(&self) -> &str {
+        self.enrollment
+            .device_id
+            .as_ref()
+            .or(self.current_device_id.as_ref())
+            .unwrap_or(&self.registration_id)
+            .as_str()
+    }
+
+    /// The attestation kind: the runtime context's member, else the enrollment's `attestation.type`.
+    pub fn attestation_kind(&self) -> Option<Attestation> {
+        self.attestation.or_else(
+            || match self.enrollment.attestation_type.as_ref()?.as_str() {
+                "symmetricKey" => Some(Attestation::SymmetricKey),
+                "x509" => Some(Attestation::X509),
+                "tpm" => Some(Attestation::Tpm),
+                _ => None,
+            },
+        )
+    }
+}
+
+/// Why a request body is not an acceptable AllocationRequest. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    device_runtime_context: Option<RawRuntimeContext<'a>>,
+    #[serde(borrow)]
+    linked_hubs: Option<Vec<Str<'a>>>,
+    #[serde(borrow)]
+    enrollment_group: Option<RawEnrollment<'a>>,
+    #[serde(borrow)]
+    individual_enrollment: Option<RawEnrollment<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRuntimeContext<'a> {
+    #[serde(borrow)]
+    registration_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    current_iot_hub_host_name: Option<Str<'a>>,
+    #[serde(borrow, rename = "currentIoTHubHostName")]
+    current_iot_hub_host_name_alt: Option<Str<'a>>,
+    #[serde(borrow)]
+    current_device_id: Option<Str<'a>>,
+    symmetric_key: Option<IgnoredAny>,
+    tpm: Option<IgnoredAny>,
+    x509: Option<Value>,
+    payload: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEnrollment<'a> {
+    #[serde(borrow)]
+    enrollment_group_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    device_id: Option<Str<'a>>,
+    capabilities: Option<RawCapabilities>,
+    reprovision_policy: Option<RawReprovisionPolicy>,
+    #[serde(borrow)]
+    attestation: Option<RawAttestation<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCapabilities {
+    iot_edge: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawReprovisionPolicy {
+    update_hub_assignment: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawAttestation<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Str<'a>>,
+}
+
+impl<'a> AllocationRequest<'a> {
+    /// Parses and validates a request body, whatever its Content-Type.
+    pub fn parse(body: &'a [u8]) -> Result<Self, RequestError> {
+        let raw: RawRequest<'a> = match serde_json::from_slice(body) {
+            Ok(raw) => raw,
+            Err(e) => return Err(describe_json_error(body, e)),
+        };
+        raw.validate()
+    }
+}
+
+/// Turns a serde failure into a one-line message naming the field (the path is only tracked on this
+/// error path, so well-formed requests pay nothing for it).
+fn describe_json_error(body: &[u8], err: serde_json::Error) -> RequestError {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            return RequestError(format!("request body is not valid JSON: {err}"));
+        }
+        Category::Data => {}
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let path_err = serde_path_to_error::deserialize::<_, RawRequest<'_>>(&mut de).err();
+    match path_err {
+        Some(e) if e.path().iter().next().is_some() => RequestError(format!(
+            "`{}`: {}",
+            e.path(),
+            strip_position(&e.inner().to_string())
+        )),
+        _ if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') => {
+            RequestError("request body must be a JSON object".to_owned())
+        }
+        _ => RequestError(format!(
+            "invalid AllocationRequest: {}",
+            strip_position(&err.to_string())
+        )),
+    }
+}
+
+/// serde_json appends " at line L column C"; with the field path given, that position is noise.
+fn strip_position(msg: &str) -> &str {
+    msg.rfind(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+impl<'a> RawRequest<'a> {
+    fn validate(self) -> Result<AllocationRequest<'a>, RequestError> {
+        let err = |m: &str| Err(RequestError(m.to_owned()));
+        let Some(ctx) = self.device_runtime_context else {
+            return err("missing field `deviceRuntimeContext`");
+        };
+        let registration_id = match ctx.registration_id {
+            Some(id) if !id.as_str().is_empty() => id,
+            Some(_) => return err("`deviceRuntimeContext.registrationId` must not be empty"),
+            None => return err("missing field `deviceRuntimeContext.registrationId`"),
+        };
+        let linked_hubs = match self.linked_hubs {
+            Some(hubs) if hubs.is_empty() => return err("`linkedHubs` must not be empty"),
+            Some(hubs) if hubs.iter().any(|h| h.as_str().is_empty()) => {
+                return err("`linkedHubs` must not contain an empty host name");
+            }
+            Some(hubs) => hubs,
+            None => return err("missing field `linkedHubs`"),
+        };
+        let (kind, raw) = match (self.enrollment_group, self.individual_enrollment) {
+            (Some(g), None) => (EnrollmentKind::Group, g),
+            (None, Some(i)) => (EnrollmentKind::Individual, i),
+            (Some(_), Some(_)) => {
+                return err(
+                    "exactly one of `enrollmentGroup` and `individualEnrollment` may be present, not both",
+                );
+            }
+            (None, None) => {
+                return err("missing field `enrollmentGroup` or `individualEnrollment`");
+            }
+        };
+        let attestation = match (
+            ctx.symmetric_key.is_some(),
+            ctx.x509.is_some(),
+            ctx.tpm.is_some(),
+        ) {
+            (true, false, false) => Some(Attestation::SymmetricKey),
+            (false, true, false) => Some(Attestation::X509),
+            (false, false, true) => Some(Attestation::Tpm),
+            (false, false, false) => None,
+            _ => {
+                return err(
+                    "`deviceRuntimeContext` must carry at most one of `symmetricKey`, `x509` and `tpm`",
+                );
+            }
+        };
+        let enrollment = Enrollment {
+            kind,
+            group_id: if kind == EnrollmentKind::Group {
+                raw.enrollment_group_id
+            } else {
+                None
+            },
+            device_id: if kind == EnrollmentKind::Individual {
+                raw.device_id
+            } else {
+                None
+            },
+            iot_edge: raw.capabilities.and_then(|c| c.iot_edge).unwrap_or(false),
+            update_hub_assignment: raw
+                .reprovision_policy
+                .and_then(|p| p.update_hub_assignment)
+                .unwrap_or(true),
+            attestation_type: raw.attestation.and_then(|a| a.kind),
+        };
+        let current_hub = ctx
+            .current_iot_hub_host_name
+            .or(ctx.current_iot_hub_host_name_alt)
+            .filter(|h| !h.as_str().is_empty());
+        let payload = ctx.payload.filter(|p| !p.is_null());
+        if payload.as_ref().is_some_and(|p| !p.is_object()) {
+            return err("`deviceRuntimeContext.payload` must be a JSON object");
+        }
+        Ok(AllocationRequest {
+            registration_id,
+            current_hub,
+            current_device_id: ctx.current_device_id,
+            attestation,
+            x509: ctx.x509.filter(|x| !x.is_null()),
+            payload,
+            linked_hubs,
+            enrollment,
+        })
+    }
+}
+
+/// The 200 response DPS reads.
+#[derive(Debug, Serialize)]
+pub struct AllocationResponse<'a> {
+    /// The chosen hub, spelled exactly as in the request's `linkedHubs`.
+    #[serde(rename = "iotHubHostName")]
+    pub iot_hub_host_name: &'a str,
+    /// The device's initial twin; absent lets DPS use the enrollment's.
+    #[serde(rename = "initialTwin", skip_serializing_if = "Option::is_none")]
+    pub initial_twin: Option<&'a Value>,
+    /// A JSON object passed to the device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<&'a Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<AllocationRequest<'_>, String> {
+        AllocationRequest::parse(s.as_bytes()).map_err(|e| e.0)
+    }
+
+    const MINIMAL: &str = r#"{"deviceRuntimeContext":{"registrationId":"dev-1"},"linkedHubs":["a.azure-devices.net"],"enrollmentGroup":{}}"#;
+
+    #[test]
+    fn minimal_request_parses_with_dps_defaults() {
+        let r = parse(MINIMAL).expect("valid");
+        assert_eq!(r.registration_id.as_str(), "dev-1");
+        assert_eq!(r.enrollment.kind, EnrollmentKind::Group);
+        assert!(r.enrollment.update_hub_assignment);
+        assert!(!r.enrollment.iot_edge);
+        assert_eq!(r.device_id(), "dev-1");
+        assert!(r.current_hub.is_none() && r.payload.is_none() && r.attestation.is_none());
+    }
+
+    #[test]
+    fn both_spellings_of_the_current_hub_are_accepted() {
+        for field in ["currentIotHubHostName", "currentIoTHubHostName"] {
+            let body = format!(
+                r#"{{"deviceRuntimeContext":{{"registrationId":"d","{field}":"h1"}},"linkedHubs":["h1"],"individualEnrollment":{{"registrationId":"d"}}}}"#
+            );
+            let r = parse(&body).expect("valid");
+            assert_eq!(
+                r.current_hub.as_ref().map(Str::as_str),
+                Some("h1"),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated_everywhere() {
+        let body = r#"{"x":1,"deviceRuntimeContext":{"registrationId":"d","new":{"a":[1]},"symmetricKey":{}},
+            "linkedHubs":["h"],"enrollmentGroup":{"etag":"\"abc\"","future":true,"initialTwin":{"tags":{}}}}"#;
+        let r = parse(body).expect("valid");
+        assert_eq!(r.attestation, Some(Attestation::SymmetricKey));
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let body = r#"{"deviceRuntimeContext":{"registrationId":"d\u0031"},"linkedHubs":["h"],"enrollmentGroup":{}}"#;
+        assert_eq!(parse(body).expect("valid").registration_id.as_str(), "d1");
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        let cases = [
+            (
+                r#"{"linkedHubs":["h"],"enrollmentGroup":{}}"#,
+                "`deviceRuntimeContext`",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{},"linkedHubs":["h"],"enrollmentGroup":{}}"#,
+                "registrationId",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":""},"linkedHubs":["h"],"enrollmentGroup":{}}"#,
+                "must not be empty",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":"d"},"enrollmentGroup":{}}"#,
+                "`linkedHubs`",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":"d"},"linkedHubs":[],"enrollmentGroup":{}}"#,
+                "`linkedHubs` must not be empty",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":"d"},"linkedHubs":["h"]}"#,
+                "enrollmentGroup",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":"d"},"linkedHubs":["h"],"enrollmentGroup":{},"individualEnrollment":{}}"#,
+                "not both",
+            ),
+        ];
+        for (body, needle) in cases {
+            let e = parse(body).expect_err(body);
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let cases = [
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":5},"linkedHubs":["h"],"enrollmentGroup":{}}"#,
+                "`deviceRuntimeContext.registrationId`",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":"d"},"linkedHubs":"h","enrollmentGroup":{}}"#,
+                "`linkedHubs`",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":"d"},"linkedHubs":[1],"enrollmentGroup":{}}"#,
+                "`linkedHubs[0]`",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":"d"},"linkedHubs":["h"],"enrollmentGroup":{"capabilities":{"iotEdge":"yes"}}}"#,
+                "`enrollmentGroup.capabilities.iotEdge`",
+            ),
+            (
+                r#"{"deviceRuntimeContext":{"registrationId":"d","payload":[1]},"linkedHubs":["h"],"enrollmentGroup":{}}"#,
+                "payload",
+            ),
+        ];
+        for (body, needle) in cases {
+            let e = parse(body).expect_err(body);
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn non_objects_and_broken_json_are_refused() {
+        for body in [
+            "",
+            "[]",
+            "1",
+            "\"x\"",
+            "null",
+            "{",
+            r#"{"a":1}}"#,
+            "\u{feff}{}",
+        ] {
+            assert!(parse(body).is_err(), "{body:?}");
+        }
+        assert!(
+            AllocationRequest::parse(b"{\"deviceRuntimeContext\":{\"registrationId\":\"\xff\"}}")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn response_leaves_out_what_is_empty() {
+        let r = AllocationResponse {
+            iot_hub_host_name: "h",
+            initial_twin: None,
+            payload: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).expect("serializes"),
+            r#"{"iotHubHostName":"h"}"#
+        );
+    }
+}

@@ -1,0 +1,554 @@
+//! The decision engine: which hub a device goes to, with what twin and payload, and why.
+//!
+//! [`decide`] is a pure, synchronous function of the request and the compiled revision: no I/O, no clock,
+//! no globals. The HTTP server, `explain`, `test` and `simulate` all call it. It finds the device's tenant,
+//! the first matching rule (or the default rule), applies the reprovisioning semantics (never-reprovision
+//! keeps the current hub; a sticky rule keeps it while it is a candidate, except for devices in the
+//! rebalance wave), builds the candidates (linked hubs the selector picks, minus disabled ones, draining
+//! ones only for their own devices) and lets the strategy choose. The result records the rule, strategy,
+//! hub, stickiness and reasons; a [`Trace`] records every step for `explain`.
+
+pub mod rendezvous;
+mod trace;
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::dps::AllocationRequest;
+use crate::hashing::rebalance_bucket;
+use crate::policy::condition::Facts;
+use crate::policy::template::{ValueTemplate, Vars};
+use crate::policy::{
+    Action, Fallback, HubState, Revision, Rule, Selector, Strategy, StrategyName, UnknownLinkedHubs,
+};
+use rendezvous::Entrant;
+pub use trace::{CandidateTrace, RuleTrace, Trace};
+
+/// IoT Hub's limit on twin tags, in bytes of JSON.
+pub const TWIN_TAGS_LIMIT: usize = 8 * 1024;
+/// IoT Hub's limit on desired properties, in bytes of JSON.
+pub const TWIN_DESIRED_LIMIT: usize = 32 * 1024;
+/// The largest payload returned to a device, in bytes of JSON (DPS messages are at most 96 KB).
+pub const PAYLOAD_LIMIT: usize = 32 * 1024;
+
+/// The outcome of one decision, independent of the request's lifetime (hubs are indices into its
+/// `linkedHubs`), so it can be cached and rendered later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// What happens to the device.
+    pub outcome: Outcome,
+    /// Index of the rule that decided (`None`: no rule matched and there is no default).
+    pub rule: Option<usize>,
+    /// Index of the device's tenant.
+    pub tenant: Option<usize>,
+    /// Why, in order.
+    pub reasons: Vec<Reason>,
+}
+
+/// What happens to the device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Assigned to a hub.
+    Assigned(Assignment),
+    /// A rule rejected the device.
+    Rejected {
+        /// 4xx status.
+        status: u16,
+    },
+    /// No rule matched without a default, or the rule has no eligible hub.
+    NoEligibleHub,
+    /// The rendered twin or payload exceeds IoT Hub's or DPS's limits.
+    TooLarge {
+        /// Which part.
+        part: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// A hub assignment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    /// Index into the request's `linkedHubs`.
+    pub linked: usize,
+    /// Catalogue index of the hub, when catalogued.
+    pub hub: Option<usize>,
+    /// The strategy of the rule (for a sticky or never-reprovision decision, the one that would have run).
+    pub strategy: StrategyName,
+    /// Whether the device stayed on its current hub.
+    pub sticky: bool,
+    /// The initial twin, when the policy gives one.
+    pub initial_twin: Option<Value>,
+    /// The device payload, when the policy gives one.
+    pub payload: Option<Value>,
+}
+
+/// One step of the reasoning, recorded on every decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The rule's conditions held.
+    RuleMatched,
+    /// No rule matched; the default rule decided.
+    DefaultRule,
+    /// No rule matched and there is no default rule.
+    NoRuleMatched,
+    /// The rule rejects the device.
+    RuleRejects,
+    /// `updateHubAssignment` is false: the device stays on its current hub.
+    NeverReprovision,
+    /// `updateHubAssignment` is false but the current hub is not linked, so a hub is chosen.
+    NeverReprovisionButCurrentNotLinked,
+    /// The current hub is still a candidate and the rule is sticky.
+    Sticky,
+    /// The device is in the rule's rebalance wave: stickiness ignored.
+    Rebalancing,
+    /// The rule is not sticky.
+    NotSticky,
+    /// The current hub is not a candidate (not linked, not selected, disabled or unknown).
+    CurrentHubNotCandidate,
+    /// The rule's selector leaves no eligible linked hub.
+    NoCandidates,
+    /// The strategy chose among this many candidates.
+    Chose(StrategyName, u32),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::RuleMatched => f.write_str("rule matched"),
+            Reason::DefaultRule => f.write_str("no rule matched: default rule"),
+            Reason::NoRuleMatched => f.write_str("no rule matched and no default_rule"),
+            Reason::RuleRejects => f.write_str("rule rejects the device"),
+            Reason::NeverReprovision => {
+                f.write_str("updateHubAssignment is false: kept the current hub")
+            }
+            Reason::NeverReprovisionButCurrentNotLinked => {
+                f.write_str("updateHubAssignment is false but the current hub is not linked")
+            }
+            Reason::Sticky => f.write_str("sticky: current hub is still a candidate"),
+            Reason::Rebalancing => f.write_str("in the rebalance wave: stickiness ignored"),
+            Reason::NotSticky => f.write_str("rule is not sticky"),
+            Reason::CurrentHubNotCandidate => f.write_str("current hub is no longer a candidate"),
+            Reason::NoCandidates => f.write_str("no linked hub is eligible for the rule"),
+            Reason::Chose(s, n) => write!(f, "{} chose among {n} candidate(s)", s.as_str()),
+        }
+    }
+}
+
+/// A linked hub resolved against the catalogue.
+struct Linked {
+    index: usize,
+    hub: Option<usize>,
+    key: u64,
+}
+
+/// The request's facts, gathered once.
+struct Ctx<'c, 'a> {
+    req: &'c AllocationRequest<'a>,
+    rev: &'c Revision,
+    device_key: u64,
+    tenant: Option<usize>,
+    current: Option<usize>,
+}
+
+/// Decides one request against one revision. Pure: the same inputs always give the same decision.
+pub fn decide(
+    req: &AllocationRequest<'_>,
+    rev: &Revision,
+    mut trace: Option<&mut Trace>,
+) -> Decision {
+    let reg_lower = req.registration_id.as_str().to_ascii_lowercase();
+    let current_lower = req
+        .current_hub
+        .as_ref()
+        .map(|h| h.as_str().to_ascii_lowercase());
+    let mut facts = Facts {
+        registration_id: &reg_lower,
+        device_id: req.device_id(),
+        enrollment_group: req.enrollment.group_id.as_ref().map(|g| g.as_str()),
+        enrollment_kind: req.enrollment.kind,
+        attestation: req.attestation_kind(),
+        iot_edge: req.enrollment.iot_edge,
+        current_hub: current_lower.as_deref(),
+        tenant: None,
+        payload: req.payload.as_ref(),
+        x509: req.x509.as_ref(),
+    };
+    let tenant = rev.tenants.iter().position(|t| t.when.holds(&facts));
+    facts.tenant = tenant.map(|t| rev.tenants[t].id.as_str());
+    if let Some(t) = trace.as_deref_mut() {
+        t.tenant = facts.tenant.map(str::to_owned);
+    }
+
+    let mut reasons = Vec::with_capacity(4);
+    let matched = match trace.as_deref_mut() {
+        Some(t) => first_rule_traced(rev, &facts, t),
+        None => rev.rules.iter().position(|r| r.when.holds(&facts)),
+    };
+    let rule_index = match (matched, rev.default_rule) {
+        (Some(i), _) => {
+            reasons.push(Reason::RuleMatched);
+            i
+        }
+        (None, Some(d)) => {
+            reasons.push(Reason::DefaultRule);
+            if let Some(t) = trace.as_deref_mut() {
+                t.default_rule = Some(rev.rules[d].name.clone());
+            }
+            d
+        }
+        (None, None) => {
+            reasons.push(Reason::NoRuleMatched);
+            return Decision {
+                outcome: Outcome::NoEligibleHub,
+                rule: None,
+                tenant,
+                reasons,
+            };
+        }
+    };
+    let rule = &rev.rules[rule_index];
+    let decision = |outcome, reasons| Decision {
+        outcome,
+        rule: Some(rule_index),
+        tenant,
+        reasons,
+    };
+
+    let strategy = match &rule.action {
+        Action::Reject(r) => {
+            reasons.push(Reason::RuleRejects);
+            return decision(Outcome::Rejected { status: r.status }, reasons);
+        }
+        Action::Assign(s) => s,
+    };
+
+    let seed = rev.settings.seed;
+    let linked: Vec<Linked> = req
+        .linked_hubs
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let hub = rev.find_hub(host.as_str());
+            let key = hub.map_or_else(|| seed.host_key(host.as_str()), |h| rev.hubs[h].key);
+            Linked { index, hub, key }
+        })
+        .collect();
+    let current = current_lower.as_deref().and_then(|c| {
+        req.linked_hubs
+            .iter()
+            .position(|h| h.as_str().eq_ignore_ascii_case(c))
+    });
+    let cx = Ctx {
+        req,
+        rev,
+        device_key: seed.device_key(req.registration_id.as_str()),
+        tenant,
+        current,
+    };
+
+    if !req.enrollment.update_hub_assignment && req.current_hub.is_some() {
+        if let Some(c) = current {
+            reasons.push(Reason::NeverReprovision);
+            let hub = linked[c].hub;
+            return decision(cx.assign(rule, c, hub, strategy.name(), true), reasons);
+        }
+        reasons.push(Reason::NeverReprovisionButCurrentNotLinked);
+    }
+
+    let candidates = cx.candidates(rule, &linked, trace.as_deref_mut());
+    if candidates.is_empty() {
+        reasons.push(Reason::NoCandidates);
+        return decision(Outcome::NoEligibleHub, reasons);
+    }
+
+    if let Some(c) = current {
+        if let Some(&cand) = candidates.iter().find(|l| l.index == c) {
+            if !rule.sticky {
+                reasons.push(Reason::NotSticky);
+            } else if rule.rebalance_bp > 0 && rebalance_bucket(cx.device_key) < rule.rebalance_bp {
+                reasons.push(Reason::Rebalancing);
+            } else {
+                reasons.push(Reason::Sticky);
+                return decision(cx.assign(rule, c, cand.hub, strategy.name(), true), reasons);
+            }
+        } else {
+            reasons.push(Reason::CurrentHubNotCandidate);
+        }
+    }
+
+    let n = candidates.len() as u32;
+    let chosen = match strategy {
+        Strategy::Static => candidates[0],
+        Strategy::WeightedHash => cx.weighted(&candidates, trace),
+        Strategy::GeoLatency { fallback, .. } => match fallback {
+            Fallback::Static => candidates[0],
+            Fallback::WeightedHash => cx.weighted(&candidates, trace),
+        },
+    };
+    reasons.push(Reason::Chose(strategy.name(), n));
+    decision(
+        cx.assign(rule, chosen.index, chosen.hub, strategy.name(), false),
+        reasons,
+    )
+}
+
+fn first_rule_traced(rev: &Revision, facts: &Facts<'_>, t: &mut Trace) -> Option<usize> {
+    for (i, r) in rev.rules.iter().enumerate() {
+        let failed = r.when.first_failing(facts);
+        t.rules.push(RuleTrace {
+            rule: r.name.clone(),
+            at: r.origin.to_string(),
+            matched: failed.is_none(),
+            failed: failed.map(str::to_owned),
+        });
+        if failed.is_none() {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// A candidate: its linked index and catalogue index.
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    index: usize,
+    hub: Option<usize>,
+    key: u64,
+}
+
+impl Ctx<'_, '_> {
+    /// Linked hubs the rule may choose, in the selector's order: a host list's order, else catalogue
+    /// order followed by uncatalogued linked hubs in `linkedHubs` order.
+    fn candidates(
+        &self,
+        rule: &Rule,
+        linked: &[Linked],
+        mut trace: Option<&mut Trace>,
+    ) -> Vec<Cand> {
+        let rev = self.rev;
+        let include_unknown = rev.settings.unknown_linked_hubs == UnknownLinkedHubs::Include;
+        let tenant = self.tenant.map(|t| rev.tenants[t].id.as_str());
+        let mut out: Vec<Cand> = Vec::with_capacity(linked.len());
+        let mut note = |l: &Linked, why: Option<&str>| {
+            if let Some(t) = trace.as_deref_mut() {
+                t.candidates
+                    .push(CandidateTrace::new(rev, self.req, l.index, l.hub, why));
+            }
+        };
+        for l in linked {
+            let host = self.req.linked_hubs[l.index].as_str();
+            let selected = match (&rule.selector, l.hub) {
+                (Selector::All, Some(_)) => true,
+                (Selector::All, None) => include_unknown,
+                (Selector::List(list), Some(h)) => list.contains(&h),
+                (Selector::List(_), None) => false,
+                (
+                    Selector::Filter {
+                        tags,
+                        host_contains,
+                        regions,
+                    },
+                    hub,
+                ) => {
+                    let hub = hub.map(|h| &rev.hubs[h]);
+                    let host_ok = host_contains
+                        .as_deref()
+                        .is_none_or(|s| contains_ignore_case(host, s));
+                    let known_ok =
+                        hub.is_some() || (include_unknown && tags.is_empty() && regions.is_none());
+                    let tags_ok = tags.iter().all(|(k, tpl)| {
+                        let want = tpl.render(&tenant_only_vars(tenant));
+                        hub.and_then(|h| h.tags.get(k)).is_some_and(|v| *v == want)
+                    });
+                    let regions_ok = regions.as_ref().is_none_or(|rs| {
+                        hub.and_then(|h| h.region)
+                            .is_some_and(|r| rs.contains(&r.name))
+                    });
+                    host_ok && known_ok && tags_ok && regions_ok
+                }
+            };
+            if !selected {
+                let why = if l.hub.is_none() && !include_unknown {
+                    "not in the catalogue (unknown_linked_hubs = \"ignore\")"
+                } else {
+                    "not selected by the rule"
+                };
+                note(l, Some(why));
+                continue;
+            }
+            let state = l.hub.map_or(HubState::Active, |h| rev.hubs[h].state);
+            match state {
+                HubState::Disabled => note(l, Some("disabled")),
+                HubState::Draining if self.current != Some(l.index) => {
+                    note(l, Some("draining: takes no new devices"));
+                }
+                _ => {
+                    note(l, None);
+                    out.push(Cand {
+                        index: l.index,
+                        hub: l.hub,
+                        key: l.key,
+                    });
+                }
+            }
+        }
+        match &rule.selector {
+            Selector::List(list) => {
+                out.sort_by_key(|c| c.hub.and_then(|h| list.iter().position(|&x| x == h)));
+            }
+            _ => out.sort_by_key(|c| (c.hub.is_none(), c.hub.unwrap_or(0), c.index)),
+        }
+        out
+    }
+
+    fn weighted(&self, candidates: &[Cand], trace: Option<&mut Trace>) -> Cand {
+        let entrants: Vec<Entrant<'_>> = candidates
+            .iter()
+            .map(|c| Entrant {
+                key: c.key,
+                weight: c.hub.map_or(1, |h| self.rev.hubs[h].weight),
+                host: self.req.linked_hubs[c.index].as_str(),
+            })
+            .collect();
+        if let Some(t) = trace {
+            for (c, e) in candidates.iter().zip(&entrants) {
+                let score = rendezvous::score(e.key, e.weight, self.device_key);
+                if let Some(ct) = t
+                    .candidates
+                    .iter_mut()
+                    .find(|ct| ct.linked_index == c.index)
+                {
+                    ct.score = Some(score);
+                }
+            }
+        }
+        let i = rendezvous::choose(&entrants, self.device_key).unwrap_or(0);
+        candidates[i]
+    }
+
+    fn assign(
+        &self,
+        rule: &Rule,
+        linked: usize,
+        hub: Option<usize>,
+        strategy: StrategyName,
+        sticky: bool,
+    ) -> Outcome {
+        let rev = self.rev;
+        let catalogued = hub.map(|h| &rev.hubs[h]);
+        let vars = Vars {
+            registration_id: self.req.registration_id.as_str(),
+            device_id: self.req.device_id(),
+            enrollment_group: self.req.enrollment.group_id.as_ref().map(|g| g.as_str()),
+            tenant: self.tenant.map(|t| rev.tenants[t].id.as_str()),
+            rule: &rule.name,
+            hub: self.req.linked_hubs[linked].as_str(),
+            hub_region: catalogued.and_then(|h| h.region).map(|r| r.name),
+            hub_tags: catalogued.map(|h| &h.tags),
+            revision: &rev.id,
+            payload: self.req.payload.as_ref(),
+        };
+        let tenant_twin = self.tenant.map(|t| &rev.tenants[t].twin);
+        let tags = merge(
+            tenant_twin.map_or(&[][..], |t| &t.tags),
+            &rule.twin.tags,
+            &vars,
+        );
+        let desired = merge(
+            tenant_twin.map_or(&[][..], |t| &t.desired),
+            &rule.twin.desired,
+            &vars,
+        );
+        for (part, map, limit) in [
+            ("twin tags", &tags, TWIN_TAGS_LIMIT),
+            ("desired properties", &desired, TWIN_DESIRED_LIMIT),
+        ] {
+            let size = json_len(map);
+            if size > limit {
+                return Outcome::TooLarge { part, size, limit };
+            }
+        }
+        let initial_twin = twin_value(tags, desired);
+        let payload = rule.payload.as_ref().map(|p| p.render(&vars));
+        if let Some(p) = &payload {
+            let size = p.to_string().len();
+            if size > PAYLOAD_LIMIT {
+                return Outcome::TooLarge {
+                    part: "payload",
+                    size,
+                    limit: PAYLOAD_LIMIT,
+                };
+            }
+        }
+        Outcome::Assigned(Assignment {
+            linked,
+            hub,
+            strategy,
+            sticky,
+            initial_twin,
+            payload,
+        })
+    }
+}
+
+fn tenant_only_vars(tenant: Option<&str>) -> Vars<'_> {
+    Vars {
+        registration_id: "",
+        device_id: "",
+        enrollment_group: None,
+        tenant,
+        rule: "",
+        hub: "",
+        hub_region: None,
+        hub_tags: None,
+        revision: "",
+        payload: None,
+    }
+}
+
+fn contains_ignore_case(haystack: &str, lower_needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), lower_needle.as_bytes());
+    n.is_empty()
+        || h.windows(n.len())
+            .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
+}
+
+/// Tenant entries first, then the rule's: a key both give keeps the tenant's position and the rule's value.
+fn merge(
+    tenant: &[(String, ValueTemplate)],
+    rule: &[(String, ValueTemplate)],
+    vars: &Vars<'_>,
+) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (k, t) in tenant.iter().chain(rule) {
+        map.insert(k.clone(), t.render(vars));
+    }
+    map
+}
+
+fn json_len(map: &Map<String, Value>) -> usize {
+    serde_json::to_vec(map).map_or(usize::MAX, |v| v.len())
+}
+
+fn twin_value(tags: Map<String, Value>, desired: Map<String, Value>) -> Option<Value> {
+    if tags.is_empty() && desired.is_empty() {
+        return None;
+    }
+    let mut twin = Map::new();
+    if !tags.is_empty() {
+        twin.insert("tags".to_owned(), Value::Object(tags));
+    }
+    if !desired.is_empty() {
+        let mut props = Map::new();
+        props.insert("desired".to_owned(), Value::Object(desired));
+        twin.insert("properties".to_owned(), Value::Object(props));
+    }
+    Some(Value::Object(twin))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+//! The rule trace behind `explain`: every rule tried and why it matched or not, every linked hub and why
+//! it was or was not a candidate, with rendezvous scores. Built only when asked for; the request path
+//! passes no trace and pays nothing for it.
+
+use serde::Serialize;
+
+use crate::dps::AllocationRequest;
+use crate::policy::{HubState, Revision};
+
+/// What the engine did, step by step.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Trace {
+    /// The device's tenant.
+    pub tenant: Option<String>,
+    /// Rules in the order tried, up to the one that matched.
+    pub rules: Vec<RuleTrace>,
+    /// The default rule, when no rule matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_rule: Option<String>,
+    /// Every linked hub, and whether it was a candidate.
+    pub candidates: Vec<CandidateTrace>,
+}
+
+/// One rule tried.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RuleTrace {
+    /// Rule name.
+    pub rule: String,
+    /// Where it is defined.
+    pub at: String,
+    /// Whether every condition held.
+    pub matched: bool,
+    /// The first condition that did not hold, as written in the policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// One linked hub as the chosen rule saw it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CandidateTrace {
+    /// Host as spelled in `linkedHubs`.
+    pub host: String,
+    /// Index in `linkedHubs`.
+    #[serde(skip)]
+    pub linked_index: usize,
+    /// Whether it is in the catalogue.
+    pub catalogued: bool,
+    /// Its state.
+    pub state: HubState,
+    /// Its weight.
+    pub weight: u32,
+    /// Its region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<&'static str>,
+    /// Why it is not a candidate, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
+    /// Its rendezvous score, when weighted hashing ran (highest wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Its great-circle distance to the device, when geo-latency ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<f64>,
+}
+
+impl CandidateTrace {
+    pub(super) fn new(
+        rev: &Revision,
+        req: &AllocationRequest<'_>,
+        linked_index: usize,
+        hub: Option<usize>,
+        excluded: Option<&str>,
+    ) -> Self {
+        let h = hub.map(|h| &rev.hubs[h]);
+        CandidateTrace {
+            host: req.linked_hubs[linked_index].as_str().to_owned(),
+            linked_index,
+            catalogued: h.is_some(),
+            state: h.map_or(HubState::Active, |h| h.state),
+            weight: h.map_or(1, |h| h.weight),
+            region: h.and_then(|h| h.region).map(|r| r.name),
+            excluded: excluded.map(str::to_owned),
+            score: None,
+            distance_km: None,
+        }
+    }
+}

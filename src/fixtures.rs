@@ -1,0 +1,294 @@
+//! Policy fixtures: `<policy dir>/tests/*.json`, one case per file or an array of cases, each a full
+//! AllocationRequest and the expected answer. `dps-allocator test` runs them through the same answer path
+//! as the server; the integration tests run them through the HTTP layer. Keys absent from `expect` are not
+//! checked; `"initialTwin": null` or `"payload": null` expects the key to be absent.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One fixture case.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Its index in the file (0 for single-case files).
+    pub index: usize,
+    /// What it shows.
+    pub description: String,
+    /// The AllocationRequest, as JSON.
+    pub request: Value,
+    /// What must come back.
+    pub expect: Expect,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFixture {
+    description: String,
+    request: Value,
+    expect: Expect,
+}
+
+/// The expected answer. Absent keys are not checked.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// HTTP status.
+    pub status: Option<u16>,
+    /// The assigned hub.
+    #[serde(rename = "iotHubHostName")]
+    pub iot_hub_host_name: Option<String>,
+    /// The deciding rule.
+    pub rule: Option<String>,
+    /// The strategy.
+    pub strategy: Option<String>,
+    /// Whether the device stayed on its current hub.
+    pub sticky: Option<bool>,
+    /// The initial twin (`null`: absent).
+    #[serde(default, rename = "initialTwin", deserialize_with = "present")]
+    pub initial_twin: Option<Option<Value>>,
+    /// The payload (`null`: absent).
+    #[serde(default, deserialize_with = "present")]
+    pub payload: Option<Option<Value>>,
+    /// The error's `code` and/or `message`.
+    pub error: Option<ExpectError>,
+}
+
+/// Expected error fields.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectError {
+    /// The code.
+    pub code: Option<String>,
+    /// The message.
+    pub message: Option<String>,
+}
+
+/// Distinguishes an explicit `null` (expect absent) from a missing key (not checked).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Value>>, D::Error> {
+    Option::<Value>::deserialize(d).map(Some)
+}
+
+/// What one request produced, however it was run.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// HTTP status.
+    pub status: u16,
+    /// Parsed body.
+    pub body: Value,
+    /// Deciding rule, from the decision header.
+    pub rule: Option<String>,
+    /// Strategy, from the decision header.
+    pub strategy: Option<String>,
+    /// Stickiness, from the decision header.
+    pub sticky: Option<bool>,
+}
+
+impl Observed {
+    /// Builds an observation from a status, body and the `x-dps-allocator-decision` header value.
+    pub fn from_parts(status: u16, body: &[u8], decision_header: Option<&str>) -> Self {
+        let field = |name: &str| {
+            decision_header?
+                .split("; ")
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .filter(|v| *v != "-")
+                .map(str::to_owned)
+        };
+        Observed {
+            status,
+            body: serde_json::from_slice(body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into())),
+            rule: field("rule"),
+            strategy: field("strategy"),
+            sticky: field("sticky").map(|s| s == "true"),
+        }
+    }
+}
+
+/// Why fixtures could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct FixtureError {
+    /// The file.
+    pub file: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Reads every fixture under `dir` (`*.json`, lexical order). A missing directory has no fixtures.
+pub fn load(dir: &Path) -> Result<Vec<Fixture>, FixtureError> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(FixtureError {
+                file: dir.display().to_string(),
+                message: e.to_string(),
+            });
+        }
+    };
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let err = |message: String| FixtureError {
+            file: file.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(&file).map_err(|e| err(e.to_string()))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let cases = match value {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        for (index, case) in cases.into_iter().enumerate() {
+            let raw: RawFixture =
+                serde_json::from_value(case).map_err(|e| err(format!("case {index}: {e}")))?;
+            out.push(Fixture {
+                file: file.clone(),
+                index,
+                description: raw.description,
+                request: raw.request,
+                expect: raw.expect,
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl Fixture {
+    /// The request body as bytes.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.request).unwrap_or_default()
+    }
+
+    /// A short name: file and case index.
+    pub fn name(&self) -> String {
+        let file = self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        if self.index == 0 {
+            file
+        } else {
+            format!("{file}[{}]", self.index)
+        }
+    }
+
+    /// Every difference between the expectation and the observation; empty when it passes.
+    pub fn check(&self, got: &Observed) -> Vec<String> {
+        let e = &self.expect;
+        let mut diffs = Vec::new();
+        let mut cmp = |key: &str, want: Option<Value>, have: Option<Value>| {
+            if let Some(want) = want {
+                let have = have.unwrap_or(Value::Null);
+                if want != have {
+                    diffs.push(format!(
+                        "{key}:\n    expected {}\n    got      {}",
+                        compact(&want),
+                        compact(&have)
+                    ));
+                }
+            }
+        };
+        cmp("status", e.status.map(Value::from), Some(got.status.into()));
+        cmp(
+            "iotHubHostName",
+            e.iot_hub_host_name.clone().map(Value::from),
+            got.body.get("iotHubHostName").cloned(),
+        );
+        cmp(
+            "rule",
+            e.rule.clone().map(Value::from),
+            got.rule.clone().map(Value::from),
+        );
+        cmp(
+            "strategy",
+            e.strategy.clone().map(Value::from),
+            got.strategy.clone().map(Value::from),
+        );
+        cmp(
+            "sticky",
+            e.sticky.map(Value::from),
+            got.sticky.map(Value::from),
+        );
+        cmp(
+            "initialTwin",
+            e.initial_twin.clone().map(|v| v.unwrap_or(Value::Null)),
+            got.body.get("initialTwin").cloned(),
+        );
+        cmp(
+            "payload",
+            e.payload.clone().map(|v| v.unwrap_or(Value::Null)),
+            got.body.get("payload").cloned(),
+        );
+        if let Some(err) = &e.error {
+            let have = got.body.get("error");
+            cmp(
+                "error.code",
+                err.code.clone().map(Value::from),
+                have.and_then(|h| h.get("code")).cloned(),
+            );
+            cmp(
+                "error.message",
+                err.message.clone().map(Value::from),
+                have.and_then(|h| h.get("message")).cloned(),
+            );
+        }
+        diffs
+    }
+}
+
+fn compact(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_keys_are_not_checked_and_null_means_absent() {
+        let e: Expect =
+            serde_json::from_str(r#"{"status":200,"initialTwin":null}"#).expect("valid");
+        assert_eq!(e.initial_twin, Some(None));
+        assert_eq!(e.payload, None);
+        let f = Fixture {
+            file: "x.json".into(),
+            index: 0,
+            description: String::new(),
+            request: Value::Null,
+            expect: e,
+        };
+        let ok = Observed::from_parts(
+            200,
+            br#"{"iotHubHostName":"h"}"#,
+            Some("rule=r; strategy=static; sticky=false; revision=x"),
+        );
+        assert!(f.check(&ok).is_empty());
+        let twin = Observed::from_parts(200, br#"{"iotHubHostName":"h","initialTwin":{}}"#, None);
+        assert_eq!(f.check(&twin).len(), 1);
+    }
+
+    #[test]
+    fn the_decision_header_is_read_back() {
+        let o = Observed::from_parts(
+            200,
+            b"{}",
+            Some("rule=toasters; strategy=-; sticky=true; revision=abc"),
+        );
+        assert_eq!(o.rule.as_deref(), Some("toasters"));
+        assert_eq!(o.strategy, None);
+        assert_eq!(o.sticky, Some(true));
+    }
+
+    #[test]
+    fn typos_in_expect_are_errors() {
+        assert!(serde_json::from_str::<Expect>(r#"{"iotHubHostname":"h"}"#).is_err());
+    }
+}

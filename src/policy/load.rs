@@ -1,0 +1,106 @@
+//! Reading a policy directory: `*.toml` files in lexical order of name, following symlinks (Kubernetes
+//! ConfigMaps mount files as symlinks into a `..data` directory), skipping dotfiles (editor lock and swap
+//! files) and the `tests/` fixtures directory. Then the whole set goes to the compiler.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{PolicyError, PolicyErrors, Revision, Source, compile};
+
+/// The policy compiled into the binary, served when no directory is given and there is no `./policies`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Compiles the embedded default policy.
+pub fn embedded_default() -> Result<Revision, PolicyErrors> {
+    compile(vec![Source {
+        name: "<embedded>/default.toml".into(),
+        text: EMBEDDED_DEFAULT.to_owned(),
+    }])
+}
+
+/// Reads and compiles a policy directory; every problem is reported at once.
+pub fn load_dir(dir: &Path) -> Result<Revision, PolicyErrors> {
+    let sources = read_sources(dir)?;
+    compile(sources)
+}
+
+/// Reads the policy files of a directory, in lexical order of file name.
+pub fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyErrors> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        PolicyErrors::single(format!(
+            "{}: cannot read policy directory: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut names = Vec::new();
+    let mut errors = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(PolicyError {
+                    location: None,
+                    message: format!("{}: {e}", dir.display()),
+                });
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !name.ends_with(".toml") {
+            continue;
+        }
+        names.push(name.to_owned());
+    }
+    names.sort();
+    let mut sources = Vec::with_capacity(names.len());
+    for name in names {
+        let path = dir.join(&name);
+        let display: Arc<str> = path.display().to_string().into();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => continue,
+            Err(e) => {
+                errors.push(PolicyError {
+                    location: None,
+                    message: format!("{display}: cannot read: {e}"),
+                });
+                continue;
+            }
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => sources.push(Source {
+                    name: display,
+                    text,
+                }),
+                Err(_) => errors.push(PolicyError {
+                    location: None,
+                    message: format!("{display}: not valid UTF-8"),
+                }),
+            },
+            Err(e) => errors.push(PolicyError {
+                location: None,
+                message: format!("{display}: cannot read: {e}"),
+            }),
+        }
+    }
+    if sources.is_empty() && errors.is_empty() {
+        errors.push(PolicyError {
+            location: None,
+            message: format!(
+                "{}: no policy files (*.toml) in the directory",
+                dir.display()
+            ),
+        });
+    }
+    if errors.is_empty() {
+        Ok(sources)
+    } else {
+        // Report the unreadable files together with whatever is wrong in the readable ones.
+        if let Err(PolicyErrors(more)) = compile(sources) {
+            errors.extend(more);
+        }
+        Err(PolicyErrors(errors))
+    }
+}

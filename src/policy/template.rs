@@ -1,0 +1,453 @@
+//! Twin and payload templates: TOML values whose strings may hold `${variable}`s.
+//!
+//! Parsed once when the policy loads (an unknown variable is a load error); rendered per decision into
+//! JSON. `$$` writes a literal `$`. A missing payload path renders as an empty string; every string
+//! stays a string (a template never turns into a number).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Map, Number, Value};
+
+use super::condition::JsonPath;
+
+/// A template variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Var {
+    /// `${registration_id}`, as the device sent it.
+    RegistrationId,
+    /// `${device_id}`.
+    DeviceId,
+    /// `${enrollment_group}`.
+    EnrollmentGroup,
+    /// `${tenant}`.
+    Tenant,
+    /// `${rule}`.
+    Rule,
+    /// `${hub}`: the chosen hub as spelled in `linkedHubs`.
+    Hub,
+    /// `${hub.region}`.
+    HubRegion,
+    /// `${hub.tags.KEY}`.
+    HubTag(Box<str>),
+    /// `${revision}`.
+    Revision,
+    /// `${payload.PATH}`.
+    Payload(JsonPath),
+}
+
+impl Var {
+    fn parse(name: &str) -> Option<Var> {
+        Some(match name {
+            "registration_id" => Var::RegistrationId,
+            "device_id" => Var::DeviceId,
+            "enrollment_group" => Var::EnrollmentGroup,
+            "tenant" => Var::Tenant,
+            "rule" => Var::Rule,
+            "hub" => Var::Hub,
+            "hub.region" => Var::HubRegion,
+            "revision" => Var::Revision,
+            _ => {
+                if let Some(key) = name.strip_prefix("hub.tags.") {
+                    if key.is_empty() {
+                        return None;
+                    }
+                    Var::HubTag(key.into())
+                } else {
+                    Var::Payload(JsonPath::parse(name.strip_prefix("payload.")?).ok()?)
+                }
+            }
+        })
+    }
+}
+
+/// The values a template can draw on for one decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Vars<'v> {
+    /// Registration id as sent.
+    pub registration_id: &'v str,
+    /// Device id.
+    pub device_id: &'v str,
+    /// Enrollment group id.
+    pub enrollment_group: Option<&'v str>,
+    /// Tenant id.
+    pub tenant: Option<&'v str>,
+    /// Rule name.
+    pub rule: &'v str,
+    /// Chosen hub, as spelled in `linkedHubs`.
+    pub hub: &'v str,
+    /// The hub's region.
+    pub hub_region: Option<&'v str>,
+    /// The hub's tags.
+    pub hub_tags: Option<&'v BTreeMap<String, String>>,
+    /// Revision id.
+    pub revision: &'v str,
+    /// Device payload.
+    pub payload: Option<&'v Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(Box<str>),
+    Var(Var),
+}
+
+/// A string with variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrTemplate {
+    parts: Vec<Part>,
+}
+
+/// A template problem: the message and the text to point the error at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    /// What is wrong.
+    pub message: String,
+    /// The offending text, for the error location.
+    pub needle: String,
+}
+
+impl StrTemplate {
+    /// Parses `${...}` variables; `allowed` says which variables this place may use.
+    pub fn parse(s: &str, allowed: &dyn Fn(&Var) -> bool) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('$') {
+            lit.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(tail) = after.strip_prefix('$') {
+                lit.push('$');
+                rest = tail;
+            } else if let Some(inner) = after.strip_prefix('{') {
+                let Some(end) = inner.find('}') else {
+                    let needle = format!("${{{}", inner.chars().take(20).collect::<String>());
+                    return Err(TemplateError {
+                        message: "unterminated `${` in template".to_owned(),
+                        needle,
+                    });
+                };
+                let name = &inner[..end];
+                let needle = format!("${{{name}}}");
+                let var = match Var::parse(name) {
+                    Some(v) if allowed(&v) => v,
+                    Some(_) => {
+                        return Err(TemplateError {
+                            message: format!("variable `{needle}` is not available here"),
+                            needle,
+                        });
+                    }
+                    None => {
+                        return Err(TemplateError {
+                            message: format!("unknown variable `{needle}`"),
+                            needle,
+                        });
+                    }
+                };
+                if !lit.is_empty() {
+                    parts.push(Part::Lit(std::mem::take(&mut lit).into()));
+                }
+                parts.push(Part::Var(var));
+                rest = &inner[end + 1..];
+            } else {
+                lit.push('$');
+                rest = after;
+            }
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit.into()));
+        }
+        Ok(StrTemplate { parts })
+    }
+
+    /// The literal text when there are no variables.
+    pub fn as_literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether any part is the given variable kind (by predicate).
+    pub fn uses(&self, pred: &dyn Fn(&Var) -> bool) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Var(v) if pred(v)))
+    }
+
+    /// Renders with these values.
+    pub fn render(&self, v: &Vars<'_>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var(var) => render_var(var, v, &mut out),
+            }
+        }
+        out
+    }
+}
+
+fn render_var(var: &Var, v: &Vars<'_>, out: &mut String) {
+    let s = match var {
+        Var::RegistrationId => v.registration_id,
+        Var::DeviceId => v.device_id,
+        Var::EnrollmentGroup => v.enrollment_group.unwrap_or(""),
+        Var::Tenant => v.tenant.unwrap_or(""),
+        Var::Rule => v.rule,
+        Var::Hub => v.hub,
+        Var::HubRegion => v.hub_region.unwrap_or(""),
+        Var::Revision => v.revision,
+        Var::HubTag(key) => v
+            .hub_tags
+            .and_then(|t| t.get(&**key))
+            .map_or("", String::as_str),
+        Var::Payload(path) => {
+            match v.payload.and_then(|p| path.lookup(p)) {
+                Some(Value::String(s)) => out.push_str(s),
+                Some(Value::Null) | None => {}
+                Some(other) => {
+                    let _ = write!(out, "{other}");
+                }
+            }
+            return;
+        }
+    };
+    out.push_str(s);
+}
+
+/// A JSON value with templated strings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueTemplate {
+    /// No variables anywhere below.
+    Const(Value),
+    /// A templated string.
+    Str(StrTemplate),
+    /// An array with templates inside.
+    Array(Vec<ValueTemplate>),
+    /// An object with templates inside, in the order written.
+    Object(Vec<(String, ValueTemplate)>),
+}
+
+impl ValueTemplate {
+    /// Converts a TOML value, parsing every string as a template.
+    pub fn from_toml(
+        value: &toml::Value,
+        allowed: &dyn Fn(&Var) -> bool,
+    ) -> Result<Self, TemplateError> {
+        Ok(match value {
+            toml::Value::String(s) => {
+                let t = StrTemplate::parse(s, allowed)?;
+                match t.as_literal() {
+                    Some(lit) => ValueTemplate::Const(Value::String(lit.to_owned())),
+                    None => ValueTemplate::Str(t),
+                }
+            }
+            toml::Value::Integer(i) => ValueTemplate::Const(Value::from(*i)),
+            toml::Value::Float(f) => match Number::from_f64(*f) {
+                Some(n) => ValueTemplate::Const(Value::Number(n)),
+                None => {
+                    return Err(TemplateError {
+                        message: "twin and payload numbers must be finite".to_owned(),
+                        needle: String::new(),
+                    });
+                }
+            },
+            toml::Value::Boolean(b) => ValueTemplate::Const(Value::Bool(*b)),
+            toml::Value::Datetime(d) => ValueTemplate::Const(Value::String(d.to_string())),
+            toml::Value::Array(items) => {
+                let items = items
+                    .iter()
+                    .map(|i| Self::from_toml(i, allowed))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::array(items)
+            }
+            toml::Value::Table(t) => Self::from_table(t, allowed)?,
+        })
+    }
+
+    /// Converts a TOML table.
+    pub fn from_table(
+        t: &toml::Table,
+        allowed: &dyn Fn(&Var) -> bool,
+    ) -> Result<Self, TemplateError> {
+        let entries = t
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Self::from_toml(v, allowed)?)))
+            .collect::<Result<Vec<_>, TemplateError>>()?;
+        Ok(Self::object(entries))
+    }
+
+    fn array(items: Vec<ValueTemplate>) -> Self {
+        if items.iter().all(|i| matches!(i, ValueTemplate::Const(_))) {
+            let values = items.into_iter().filter_map(|i| {
+                if let ValueTemplate::Const(v) = i {
+                    Some(v)
+                } else {
+                    None
+                }
+            });
+            ValueTemplate::Const(Value::Array(values.collect()))
+        } else {
+            ValueTemplate::Array(items)
+        }
+    }
+
+    /// An object from entries, folded into a constant when nothing below is templated.
+    pub fn object(entries: Vec<(String, ValueTemplate)>) -> Self {
+        if entries
+            .iter()
+            .all(|(_, v)| matches!(v, ValueTemplate::Const(_)))
+        {
+            let map: Map<String, Value> = entries
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    if let ValueTemplate::Const(v) = v {
+                        Some((k, v))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            ValueTemplate::Const(Value::Object(map))
+        } else {
+            ValueTemplate::Object(entries)
+        }
+    }
+
+    /// The object's entries (a constant object's too), for merging tenant and rule twins.
+    pub fn entries(&self) -> Vec<(String, ValueTemplate)> {
+        match self {
+            ValueTemplate::Object(e) => e.clone(),
+            ValueTemplate::Const(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), ValueTemplate::Const(v.clone())))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the template is an empty object.
+    pub fn is_empty_object(&self) -> bool {
+        match self {
+            ValueTemplate::Object(e) => e.is_empty(),
+            ValueTemplate::Const(Value::Object(m)) => m.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Renders into JSON.
+    pub fn render(&self, v: &Vars<'_>) -> Value {
+        match self {
+            ValueTemplate::Const(c) => c.clone(),
+            ValueTemplate::Str(t) => Value::String(t.render(v)),
+            ValueTemplate::Array(items) => {
+                Value::Array(items.iter().map(|i| i.render(v)).collect())
+            }
+            ValueTemplate::Object(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.render(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Whether any string below uses a variable matching the predicate.
+    pub fn uses(&self, pred: &dyn Fn(&Var) -> bool) -> bool {
+        match self {
+            ValueTemplate::Const(_) => false,
+            ValueTemplate::Str(t) => t.uses(pred),
+            ValueTemplate::Array(items) => items.iter().any(|i| i.uses(pred)),
+            ValueTemplate::Object(entries) => entries.iter().any(|(_, t)| t.uses(pred)),
+        }
+    }
+}
+
+/// Every variable is allowed.
+pub fn any_var(_: &Var) -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars<'v>(
+        payload: Option<&'v Value>,
+        tags: Option<&'v BTreeMap<String, String>>,
+    ) -> Vars<'v> {
+        Vars {
+            registration_id: "Dev-1",
+            device_id: "dev-1",
+            enrollment_group: Some("g"),
+            tenant: None,
+            rule: "r",
+            hub: "h.azure-devices.net",
+            hub_region: Some("westeurope"),
+            hub_tags: tags,
+            revision: "abc",
+            payload,
+        }
+    }
+
+    #[test]
+    fn every_variable_renders() {
+        let p = json!({"fw": {"v": "1.2", "n": 3}});
+        let tags = BTreeMap::from([("tier".to_owned(), "gold".to_owned())]);
+        let t = StrTemplate::parse(
+            "${registration_id}|${device_id}|${enrollment_group}|${tenant}|${rule}|${hub}|${hub.region}|${hub.tags.tier}|${hub.tags.none}|${revision}|${payload.fw.v}|${payload.fw.n}|${payload.missing}",
+            &any_var,
+        )
+        .expect("parses");
+        assert_eq!(
+            t.render(&vars(Some(&p), Some(&tags))),
+            "Dev-1|dev-1|g||r|h.azure-devices.net|westeurope|gold||abc|1.2|3|"
+        );
+    }
+
+    #[test]
+    fn dollars_escape_and_stray_dollars_stay() {
+        let t = StrTemplate::parse("cost $5, $${tenant} ${rule}$", &any_var).expect("parses");
+        assert_eq!(t.render(&vars(None, None)), "cost $5, ${tenant} r$");
+        assert_eq!(
+            StrTemplate::parse("plain", &any_var)
+                .expect("parses")
+                .as_literal(),
+            Some("plain")
+        );
+    }
+
+    #[test]
+    fn unknown_unterminated_and_forbidden_variables_are_errors() {
+        let e = StrTemplate::parse("x ${tennant}", &any_var).expect_err("unknown");
+        assert_eq!(e.needle, "${tennant}");
+        assert!(e.message.contains("unknown variable"));
+        assert!(StrTemplate::parse("${hub.tags.}", &any_var).is_err());
+        assert!(StrTemplate::parse("${payload.}", &any_var).is_err());
+        assert!(StrTemplate::parse("${rule", &any_var).is_err());
+        let only_tenant = |v: &Var| *v == Var::Tenant;
+        assert!(StrTemplate::parse("${tenant}", &only_tenant).is_ok());
+        assert!(
+            StrTemplate::parse("${hub}", &only_tenant)
+                .expect_err("forbidden")
+                .message
+                .contains("not available")
+        );
+    }
+
+    #[test]
+    fn tables_keep_their_order_and_fold_constants() {
+        let t: toml::Table =
+            toml::from_str("state = \"on\"\ntemperatureSetting = \"65\"\nn = 1").expect("toml");
+        let v = ValueTemplate::from_table(&t, &any_var).expect("template");
+        assert!(matches!(v, ValueTemplate::Const(_)));
+        assert_eq!(
+            v.render(&vars(None, None)).to_string(),
+            r#"{"state":"on","temperatureSetting":"65","n":1}"#
+        );
+    }
+}
