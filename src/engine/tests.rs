@@ -1,1 +1,337 @@
-//! Engine tests.
+//! Engine tests: reprovisioning semantics, candidates, strategies, templates, limits.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::policy::{Source, compile};
+
+fn policy(text: &str) -> Revision {
+    match compile(vec![Source {
+        name: "t.toml".into(),
+        text: text.to_owned(),
+    }]) {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn request(id: &str, linked: &[&str], current: Option<&str>, extra: Value) -> Vec<u8> {
+    let mut ctx = json!({ "registrationId": id, "symmetricKey": {} });
+    if let Some(c) = current {
+        ctx["currentIotHubHostName"] = json!(c);
+    }
+    let mut body = json!({ "deviceRuntimeContext": ctx, "linkedHubs": linked, "enrollmentGroup": { "enrollmentGroupId": "g" } });
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            match k.as_str() {
+                "payload" => body["deviceRuntimeContext"]["payload"] = v,
+                _ => body["enrollmentGroup"][k] = v,
+            }
+        }
+    }
+    serde_json::to_vec(&body).expect("serializes")
+}
+
+fn run(rev: &Revision, body: &[u8]) -> (Decision, Option<String>) {
+    let req = AllocationRequest::parse(body).expect("valid request");
+    let d = decide(&req, rev, None);
+    let host = match &d.outcome {
+        Outcome::Assigned(a) => Some(req.linked_hubs[a.linked].as_str().to_owned()),
+        _ => None,
+    };
+    (d, host)
+}
+
+fn hub_of(rev: &Revision, id: &str, linked: &[&str], current: Option<&str>) -> String {
+    run(rev, &request(id, linked, current, json!({})))
+        .1
+        .expect("assigned")
+}
+
+const FIVE: &str = r#"
+[settings]
+hash_seed = "engine-tests"
+[[hub]]
+host = "h1"
+weight = 1
+[[hub]]
+host = "h2"
+weight = 1
+[[hub]]
+host = "h3"
+weight = 2
+[[hub]]
+host = "h4"
+weight = 4
+[[hub]]
+host = "h5"
+weight = 2
+[[hub]]
+host = "h6"
+weight = 2
+[[rule]]
+name = "spread"
+"#;
+
+#[test]
+fn twenty_thousand_devices_follow_the_weights_and_a_new_hub_takes_exactly_its_share() {
+    let rev = policy(FIVE);
+    let five = ["h1", "h2", "h3", "h4", "h5"];
+    let six = ["h1", "h2", "h3", "h4", "h5", "h6"];
+    let n = 20_000;
+    let mut counts = std::collections::HashMap::new();
+    let mut moved = 0;
+    for i in 0..n {
+        let id = format!("synthetic-{i:06}");
+        let before = hub_of(&rev, &id, &five, None);
+        let after = hub_of(&rev, &id, &six, None);
+        if before != after {
+            assert_eq!(after, "h6", "{id} moved between two old hubs");
+            moved += 1;
+        }
+        *counts.entry(before).or_insert(0) += 1;
+    }
+    for (hub, weight) in [
+        ("h1", 1.0),
+        ("h2", 1.0),
+        ("h3", 2.0),
+        ("h4", 4.0),
+        ("h5", 2.0),
+    ] {
+        let share = f64::from(counts[hub]) / f64::from(n);
+        assert!((share - weight / 10.0).abs() < 0.015, "{hub}: {share:.4}");
+    }
+    let frac = f64::from(moved) / f64::from(n);
+    assert!((frac - 2.0 / 12.0).abs() < 0.015, "moved {frac:.4}");
+}
+
+const TWO: &str = r#"
+[settings]
+hash_seed = "engine-tests"
+[[hub]]
+host = "a"
+[[hub]]
+host = "b"
+[[rule]]
+name = "r"
+"#;
+
+#[test]
+fn a_sticky_rule_keeps_the_current_hub_and_records_it() {
+    let rev = policy(TWO);
+    for i in 0..50 {
+        let id = format!("d{i}");
+        let (d, host) = run(&rev, &request(&id, &["a", "b"], Some("B"), json!({})));
+        assert_eq!(host.as_deref(), Some("b"));
+        assert!(matches!(
+            d.outcome,
+            Outcome::Assigned(Assignment { sticky: true, .. })
+        ));
+        assert!(d.reasons.contains(&Reason::Sticky));
+    }
+}
+
+#[test]
+fn a_non_sticky_rule_rehashes_re_registering_devices() {
+    let rev = policy(&TWO.replace("name = \"r\"", "name = \"r\"\nsticky = false"));
+    let stayed = (0..200)
+        .filter(|i| {
+            let id = format!("d{i}");
+            let fresh = hub_of(&rev, &id, &["a", "b"], None);
+            let again = hub_of(&rev, &id, &["a", "b"], Some("a"));
+            assert_eq!(
+                fresh, again,
+                "a non-sticky decision ignores the current hub"
+            );
+            again == "a"
+        })
+        .count();
+    assert!((70..130).contains(&stayed), "{stayed}");
+}
+
+#[test]
+fn rebalance_percent_moves_a_stable_growing_share() {
+    let wave = |pct: u32| {
+        let rev = policy(&TWO.replace(
+            "name = \"r\"",
+            &format!("name = \"r\"\nrebalance_percent = {pct}"),
+        ));
+        (0..20_000)
+            .filter(|i| {
+                let (d, _) = run(
+                    &rev,
+                    &request(&format!("d{i}"), &["a", "b"], Some("a"), json!({})),
+                );
+                d.reasons.contains(&Reason::Rebalancing)
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (w10, w30) = (wave(10), wave(30));
+    assert!(
+        (w10.len() as f64 / 20_000.0 - 0.10).abs() < 0.01,
+        "{}",
+        w10.len()
+    );
+    assert!(
+        (w30.len() as f64 / 20_000.0 - 0.30).abs() < 0.01,
+        "{}",
+        w30.len()
+    );
+    assert!(
+        w10.is_subset(&w30),
+        "a bigger wave must include the smaller one"
+    );
+    assert_eq!(w10, wave(10), "the wave is stable");
+}
+
+#[test]
+fn never_reprovision_keeps_the_current_hub_unless_it_is_not_linked() {
+    let rev = policy(&TWO.replace("host = \"a\"", "host = \"a\"\nstate = \"disabled\""));
+    let no = json!({ "reprovisionPolicy": { "updateHubAssignment": false } });
+    let (d, host) = run(&rev, &request("d", &["a", "b"], Some("a"), no.clone()));
+    assert_eq!(host.as_deref(), Some("a"));
+    assert_eq!(d.reasons.last(), Some(&Reason::NeverReprovision));
+    let (d, host) = run(&rev, &request("d", &["b"], Some("a"), no));
+    assert_eq!(host.as_deref(), Some("b"));
+    assert!(
+        d.reasons
+            .contains(&Reason::NeverReprovisionButCurrentNotLinked)
+    );
+}
+
+#[test]
+fn a_rejection_wins_over_never_reprovision() {
+    let rev = policy(
+        "[[rule]]\nname = \"no\"\nwhen = { iot_edge = false }\nreject = { status = 451, reason = \"blocked\" }\n",
+    );
+    let (d, _) = run(
+        &rev,
+        &request(
+            "d",
+            &["a"],
+            Some("a"),
+            json!({ "reprovisionPolicy": { "updateHubAssignment": false } }),
+        ),
+    );
+    assert_eq!(d.outcome, Outcome::Rejected { status: 451 });
+}
+
+#[test]
+fn unknown_linked_hubs_are_included_or_ignored() {
+    let include = policy(TWO);
+    assert!(["a", "b", "zz"].contains(&hub_of(&include, "d", &["zz"], None).as_str()));
+    let ignore = policy(&format!("{TWO}\n").replace(
+        "hash_seed = \"engine-tests\"",
+        "hash_seed = \"x\"\nunknown_linked_hubs = \"ignore\"",
+    ));
+    let (d, _) = run(&ignore, &request("d", &["zz"], None, json!({})));
+    assert_eq!(d.outcome, Outcome::NoEligibleHub);
+    assert_eq!(d.reasons.last(), Some(&Reason::NoCandidates));
+}
+
+#[test]
+fn static_takes_the_first_candidate_in_the_selector_order() {
+    let rev = policy(&format!(
+        "{TWO}strategy = \"static\"\nhubs = [\"b\", \"a\"]\n"
+    ));
+    assert_eq!(hub_of(&rev, "d", &["a", "b"], None), "b");
+    assert_eq!(hub_of(&rev, "d", &["a"], None), "a");
+    let rev = policy(&format!("{TWO}strategy = \"static\"\n"));
+    assert_eq!(
+        hub_of(&rev, "d", &["zz", "b", "a"], None),
+        "a",
+        "catalogue order, unknown hubs last"
+    );
+}
+
+#[test]
+fn the_answer_spells_the_hub_as_linked_hubs_does() {
+    let rev = policy(&format!("{TWO}strategy = \"static\"\nhubs = [\"b\"]\n"));
+    assert_eq!(hub_of(&rev, "d", &["A", "B"], None), "B");
+}
+
+#[test]
+fn no_rule_and_no_default_is_no_eligible_hub() {
+    let rev = policy("[[rule]]\nname = \"edge\"\nwhen = { iot_edge = true }\n");
+    let (d, _) = run(&rev, &request("d", &["a"], None, json!({})));
+    assert_eq!(
+        (d.outcome, d.rule, d.reasons),
+        (Outcome::NoEligibleHub, None, vec![Reason::NoRuleMatched])
+    );
+    let rev = policy(
+        "[settings]\ndefault_rule = \"edge\"\n[[rule]]\nname = \"edge\"\nwhen = { iot_edge = true }\n",
+    );
+    let (d, host) = run(&rev, &request("d", &["a"], None, json!({})));
+    assert_eq!(
+        (host.as_deref(), d.reasons[0]),
+        (Some("a"), Reason::DefaultRule)
+    );
+}
+
+#[test]
+fn tenant_twin_merges_under_the_rule_twin() {
+    let rev = policy(
+        r#"
+[[tenant]]
+id = "t"
+twin.tags = { tenant = "t", owner = "ops", tier = "bronze" }
+[[rule]]
+name = "r"
+twin.tags = { tier = "${payload.tier}", hub = "${hub}" }
+"#,
+    );
+    let (d, _) = run(
+        &rev,
+        &request("d", &["h"], None, json!({ "payload": { "tier": "gold" } })),
+    );
+    let Outcome::Assigned(a) = d.outcome else {
+        panic!("assigned")
+    };
+    assert_eq!(
+        serde_json::to_string(&a.initial_twin).expect("json"),
+        r#"{"tags":{"tenant":"t","owner":"ops","tier":"gold","hub":"h"}}"#
+    );
+}
+
+#[test]
+fn twins_over_iot_hub_limits_are_refused() {
+    let rev = policy("[[rule]]\nname = \"r\"\ntwin.tags = { blob = \"${payload.blob}\" }\n");
+    let blob = "x".repeat(9000);
+    let (d, _) = run(
+        &rev,
+        &request("d", &["h"], None, json!({ "payload": { "blob": blob } })),
+    );
+    assert!(
+        matches!(
+            d.outcome,
+            Outcome::TooLarge {
+                part: "twin tags",
+                ..
+            }
+        ),
+        "{:?}",
+        d.outcome
+    );
+}
+
+#[test]
+fn the_trace_records_rules_candidates_and_scores() {
+    let rev = policy(&format!(
+        "[[rule]]\nname = \"edge\"\nwhen = {{ iot_edge = true }}\n{}",
+        TWO.replace("[settings]", "[settings]\n")
+    ));
+    let body = request("d", &["a", "b", "zz"], None, json!({}));
+    let req = AllocationRequest::parse(&body).expect("valid");
+    let mut t = Trace::default();
+    let d = decide(&req, &rev, Some(&mut t));
+    assert_eq!(
+        d,
+        decide(&req, &rev, None),
+        "tracing never changes the decision"
+    );
+    assert_eq!(t.rules.len(), 2);
+    assert_eq!(t.rules[0].failed.as_deref(), Some("iot_edge = true"));
+    assert!(t.rules[1].matched);
+    assert_eq!(t.candidates.len(), 3);
+    assert!(t.candidates.iter().all(|c| c.score.is_some()));
+}

@@ -99,25 +99,14 @@ pub fn compile(sources: Vec<Source>) -> Result<Revision, PolicyErrors> {
         .filter_map(|r| compile_rule(&mut cx, r, &settings, &find_hub))
         .collect();
 
-    let mut default_rule = None;
-    if parsed.complete && cx.errors.is_empty() {
-        check_unique_and_reachable(&mut cx, &parsed, &tenants, &rules);
-        if let Some(name) = parsed
-            .settings
-            .first()
-            .and_then(|s| s.raw.default_rule.as_ref().map(|d| (s.src, d)))
-        {
-            let (src, d) = name;
-            default_rule = rules.iter().position(|r| r.name == *d.get_ref());
-            if default_rule.is_none() {
-                cx.error(
-                    src,
-                    d.span().start,
-                    format!("`default_rule` names unknown rule `{}`", d.get_ref()),
-                );
-            }
-        }
+    if parsed.complete {
+        check_directory(&mut cx, &parsed);
     }
+    let default_rule = parsed
+        .settings
+        .first()
+        .and_then(|s| s.raw.default_rule.as_ref())
+        .and_then(|d| rules.iter().position(|r| r.name == *d.get_ref()));
 
     if !cx.errors.is_empty() {
         return Err(PolicyErrors(cx.errors));
@@ -325,7 +314,6 @@ fn compile_geo(
 }
 
 fn compile_hubs(cx: &mut Ctx<'_>, items: &[Item<RawHub>], seed: SeedKey) -> Vec<Hub> {
-    let mut seen: HashMap<String, Location> = HashMap::new();
     let mut hubs = Vec::with_capacity(items.len());
     for Item { src, raw, .. } in items {
         let src = *src;
@@ -337,14 +325,6 @@ fn compile_hubs(cx: &mut Ctx<'_>, items: &[Item<RawHub>], seed: SeedKey) -> Vec<
                 origin.clone(),
                 format!("hub host `{host}` is not a host name"),
             );
-        }
-        if let Some(first) = seen.get(&host.to_ascii_lowercase()) {
-            cx.error_at(
-                origin.clone(),
-                format!("duplicate hub `{host}` (first at {first})"),
-            );
-        } else {
-            seen.insert(host.to_ascii_lowercase(), origin.clone());
         }
         let region = raw.region.as_ref().and_then(|r| {
             let found = regions::find(r.get_ref());
@@ -444,8 +424,16 @@ fn compile_rule(
     let (src, raw) = (item.src, &item.raw);
     let name = raw.name.get_ref().clone();
     let before = cx.errors.len();
-    if name.is_empty() {
-        cx.error(src, raw.name.span().start, "rule name must not be empty");
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        cx.error(
+            src,
+            raw.name.span().start,
+            format!("rule name `{name}` must be letters, digits, `.`, `_` or `-` (it appears in headers and metrics)"),
+        );
     }
     let what = format!("rule `{name}`");
     let when = compile_when(cx, src, raw.when.as_ref(), &what, true);
@@ -787,7 +775,7 @@ fn compile_ops(o: &RawStrOps, lower: bool) -> Result<StrCond, String> {
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map_err(|e| format!("invalid regex `{r}`: {}", one_line(&e.to_string())))?;
+            .map_err(|e| format!("invalid regex `{r}`: {}", regex_cause(&e)))?;
         ops.push(StrOp::Regex(re));
     }
     if let Some(list) = &o.any_of {
@@ -810,8 +798,11 @@ fn compile_ops(o: &RawStrOps, lower: bool) -> Result<StrCond, String> {
     Ok(StrCond::new(ops))
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// The regex crate's syntax errors draw the pattern with a caret over several lines; keep the cause.
+fn regex_cause(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let cause = text.rsplit("error: ").next().unwrap_or(&text);
+    cause.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn compile_selector(
@@ -924,50 +915,80 @@ fn template_table(
     }
 }
 
-fn check_unique_and_reachable(
-    cx: &mut Ctx<'_>,
-    parsed: &Parsed,
-    tenants: &[Tenant],
-    rules: &[Rule],
-) {
-    let mut names: HashMap<&str, &Location> = HashMap::new();
-    for t in tenants {
-        if let Some(first) = names.insert(&t.id, &t.origin) {
-            cx.error_at(
-                t.origin.clone(),
-                format!("duplicate tenant `{}` (first at {first})", t.id),
-            );
+/// Checks across elements, on the raw items so that an element with its own errors still counts: names
+/// are unique, `default_rule` exists, and nothing hides behind an element that matches every device.
+fn check_directory(cx: &mut Ctx<'_>, parsed: &Parsed) {
+    let mut hosts: HashMap<String, Location> = HashMap::new();
+    for h in &parsed.hubs {
+        let host = h.raw.host.get_ref().trim();
+        let here = cx.at(h.src, h.raw.host.span().start);
+        match hosts.get(&host.to_ascii_lowercase()) {
+            Some(first) => {
+                let first = first.clone();
+                cx.error_at(here, format!("duplicate hub `{host}` (first at {first})"));
+            }
+            None => {
+                hosts.insert(host.to_ascii_lowercase(), here);
+            }
         }
     }
-    names.clear();
-    for r in rules {
-        if let Some(first) = names.insert(&r.name, &r.origin) {
-            cx.error_at(
-                r.origin.clone(),
-                format!("duplicate rule `{}` (first at {first})", r.name),
-            );
+    let tenants: Vec<(&str, Location, bool)> = parsed
+        .tenants
+        .iter()
+        .map(|t| {
+            (
+                t.raw.id.get_ref().as_str(),
+                cx.at(t.src, t.raw.id.span().start),
+                t.raw.when.is_none(),
+            )
+        })
+        .collect();
+    let rules: Vec<(&str, Location, bool)> = parsed
+        .rules
+        .iter()
+        .map(|r| {
+            (
+                r.raw.name.get_ref().as_str(),
+                cx.at(r.src, r.raw.name.span().start),
+                r.raw.when.is_none(),
+            )
+        })
+        .collect();
+    for (kind, items, verb) in [
+        ("tenant", &tenants, "takes every device first"),
+        ("rule", &rules, "matches every device first"),
+    ] {
+        let mut seen: HashMap<&str, &Location> = HashMap::new();
+        for (name, at, _) in items.iter() {
+            if let Some(first) = seen.insert(name, at) {
+                cx.error_at(
+                    at.clone(),
+                    format!("duplicate {kind} `{name}` (first at {first})"),
+                );
+            }
+        }
+        if let Some(c) = items.iter().position(|(_, _, catch_all)| *catch_all) {
+            let (first, first_at, _) = &items[c];
+            for (name, at, _) in &items[c + 1..] {
+                cx.error_at(
+                    at.clone(),
+                    format!(
+                        "{kind} `{name}` can never match: {kind} `{first}` at {first_at} {verb}"
+                    ),
+                );
+            }
         }
     }
-    debug_assert_eq!(parsed.rules.len(), rules.len());
-    if let Some(c) = rules.iter().position(|r| r.when.is_catch_all()) {
-        for r in &rules[c + 1..] {
-            cx.error_at(
-                r.origin.clone(),
-                format!(
-                    "rule `{}` can never match: rule `{}` at {} matches every device first",
-                    r.name, rules[c].name, rules[c].origin
-                ),
-            );
-        }
-    }
-    if let Some(c) = tenants.iter().position(|t| t.when.is_catch_all()) {
-        for t in &tenants[c + 1..] {
-            cx.error_at(
-                t.origin.clone(),
-                format!(
-                    "tenant `{}` can never match: tenant `{}` at {} takes every device first",
-                    t.id, tenants[c].id, tenants[c].origin
-                ),
+    if let Some((src, d)) = parsed
+        .settings
+        .first()
+        .and_then(|s| s.raw.default_rule.as_ref().map(|d| (s.src, d)))
+    {
+        if !rules.iter().any(|(name, _, _)| name == d.get_ref()) {
+            cx.error(
+                src,
+                d.span().start,
+                format!("`default_rule` names unknown rule `{}`", d.get_ref()),
             );
         }
     }
