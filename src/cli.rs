@@ -95,9 +95,7 @@ impl PolicySource {
     pub fn resolve(dir: Option<PathBuf>) -> Self {
         match dir {
             Some(d) => PolicySource::Dir(d),
-            None if Path::new(DEFAULT_POLICY_DIR).is_dir() => {
-                PolicySource::Dir(PathBuf::from(DEFAULT_POLICY_DIR))
-            }
+            None if Path::new(DEFAULT_POLICY_DIR).is_dir() => PolicySource::Dir(PathBuf::from(DEFAULT_POLICY_DIR)),
             None => PolicySource::Embedded,
         }
     }

@@ -139,14 +139,13 @@ impl AllocationRequest<'_> {
 
     /// The attestation kind: the runtime context's member, else the enrollment's `attestation.type`.
     pub fn attestation_kind(&self) -> Option<Attestation> {
-        self.attestation.or_else(
-            || match self.enrollment.attestation_type.as_ref()?.as_str() {
+        self.attestation
+            .or_else(|| match self.enrollment.attestation_type.as_ref()?.as_str() {
                 "symmetricKey" => Some(Attestation::SymmetricKey),
                 "x509" => Some(Attestation::X509),
                 "tpm" => Some(Attestation::Tpm),
                 _ => None,
-            },
-        )
+            })
     }
 }
 
@@ -240,11 +239,9 @@ fn describe_json_error(body: &[u8], err: serde_json::Error) -> RequestError {
     let mut de = serde_json::Deserializer::from_slice(body);
     let path_err = serde_path_to_error::deserialize::<_, RawRequest<'_>>(&mut de).err();
     match path_err {
-        Some(e) if e.path().iter().next().is_some() => RequestError(format!(
-            "`{}`: {}",
-            e.path(),
-            strip_position(&e.inner().to_string())
-        )),
+        Some(e) if e.path().iter().next().is_some() => {
+            RequestError(format!("`{}`: {}", e.path(), strip_position(&e.inner().to_string())))
+        }
         _ if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') => {
             RequestError("request body must be a JSON object".to_owned())
         }
@@ -283,27 +280,19 @@ impl<'a> RawRequest<'a> {
             (Some(g), None) => (EnrollmentKind::Group, g),
             (None, Some(i)) => (EnrollmentKind::Individual, i),
             (Some(_), Some(_)) => {
-                return err(
-                    "exactly one of `enrollmentGroup` and `individualEnrollment` may be present, not both",
-                );
+                return err("exactly one of `enrollmentGroup` and `individualEnrollment` may be present, not both");
             }
             (None, None) => {
                 return err("missing field `enrollmentGroup` or `individualEnrollment`");
             }
         };
-        let attestation = match (
-            ctx.symmetric_key.is_some(),
-            ctx.x509.is_some(),
-            ctx.tpm.is_some(),
-        ) {
+        let attestation = match (ctx.symmetric_key.is_some(), ctx.x509.is_some(), ctx.tpm.is_some()) {
             (true, false, false) => Some(Attestation::SymmetricKey),
             (false, true, false) => Some(Attestation::X509),
             (false, false, true) => Some(Attestation::Tpm),
             (false, false, false) => None,
             _ => {
-                return err(
-                    "`deviceRuntimeContext` must carry at most one of `symmetricKey`, `x509` and `tpm`",
-                );
+                return err("`deviceRuntimeContext` must carry at most one of `symmetricKey`, `x509` and `tpm`");
             }
         };
         let enrollment = Enrollment {
@@ -388,11 +377,7 @@ mod tests {
                 r#"{{"deviceRuntimeContext":{{"registrationId":"d","{field}":"h1"}},"linkedHubs":["h1"],"individualEnrollment":{{"registrationId":"d"}}}}"#
             );
             let r = parse(&body).expect("valid");
-            assert_eq!(
-                r.current_hub.as_ref().map(Str::as_str),
-                Some("h1"),
-                "{field}"
-            );
+            assert_eq!(r.current_hub.as_ref().map(Str::as_str), Some("h1"), "{field}");
         }
     }
 
@@ -413,10 +398,7 @@ mod tests {
     #[test]
     fn missing_required_fields_are_named() {
         let cases = [
-            (
-                r#"{"linkedHubs":["h"],"enrollmentGroup":{}}"#,
-                "`deviceRuntimeContext`",
-            ),
+            (r#"{"linkedHubs":["h"],"enrollmentGroup":{}}"#, "`deviceRuntimeContext`"),
             (
                 r#"{"deviceRuntimeContext":{},"linkedHubs":["h"],"enrollmentGroup":{}}"#,
                 "registrationId",
@@ -480,22 +462,10 @@ mod tests {
 
     #[test]
     fn non_objects_and_broken_json_are_refused() {
-        for body in [
-            "",
-            "[]",
-            "1",
-            "\"x\"",
-            "null",
-            "{",
-            r#"{"a":1}}"#,
-            "\u{feff}{}",
-        ] {
+        for body in ["", "[]", "1", "\"x\"", "null", "{", r#"{"a":1}}"#, "\u{feff}{}"] {
             assert!(parse(body).is_err(), "{body:?}");
         }
-        assert!(
-            AllocationRequest::parse(b"{\"deviceRuntimeContext\":{\"registrationId\":\"\xff\"}}")
-                .is_err()
-        );
+        assert!(AllocationRequest::parse(b"{\"deviceRuntimeContext\":{\"registrationId\":\"\xff\"}}").is_err());
     }
 
     #[test]

@@ -19,9 +19,7 @@ use crate::dps::AllocationRequest;
 use crate::hashing::rebalance_bucket;
 use crate::policy::condition::Facts;
 use crate::policy::template::{ValueTemplate, Vars};
-use crate::policy::{
-    Action, Fallback, HubState, Revision, Rule, Selector, Strategy, StrategyName, UnknownLinkedHubs,
-};
+use crate::policy::{Action, Fallback, HubState, Revision, Rule, Selector, Strategy, StrategyName, UnknownLinkedHubs};
 use rendezvous::Entrant;
 pub use trace::{CandidateTrace, RuleTrace, Trace};
 
@@ -122,9 +120,7 @@ impl fmt::Display for Reason {
             Reason::DefaultRule => f.write_str("no rule matched: default rule"),
             Reason::NoRuleMatched => f.write_str("no rule matched and no default_rule"),
             Reason::RuleRejects => f.write_str("rule rejects the device"),
-            Reason::NeverReprovision => {
-                f.write_str("updateHubAssignment is false: kept the current hub")
-            }
+            Reason::NeverReprovision => f.write_str("updateHubAssignment is false: kept the current hub"),
             Reason::NeverReprovisionButCurrentNotLinked => {
                 f.write_str("updateHubAssignment is false but the current hub is not linked")
             }
@@ -155,16 +151,9 @@ struct Ctx<'c, 'a> {
 }
 
 /// Decides one request against one revision. Pure: the same inputs always give the same decision.
-pub fn decide(
-    req: &AllocationRequest<'_>,
-    rev: &Revision,
-    mut trace: Option<&mut Trace>,
-) -> Decision {
+pub fn decide(req: &AllocationRequest<'_>, rev: &Revision, mut trace: Option<&mut Trace>) -> Decision {
     let reg_lower = req.registration_id.as_str().to_ascii_lowercase();
-    let current_lower = req
-        .current_hub
-        .as_ref()
-        .map(|h| h.as_str().to_ascii_lowercase());
+    let current_lower = req.current_hub.as_ref().map(|h| h.as_str().to_ascii_lowercase());
     let mut facts = Facts {
         registration_id: &reg_lower,
         device_id: req.device_id(),
@@ -237,11 +226,9 @@ pub fn decide(
             Linked { index, hub, key }
         })
         .collect();
-    let current = current_lower.as_deref().and_then(|c| {
-        req.linked_hubs
-            .iter()
-            .position(|h| h.as_str().eq_ignore_ascii_case(c))
-    });
+    let current = current_lower
+        .as_deref()
+        .and_then(|c| req.linked_hubs.iter().position(|h| h.as_str().eq_ignore_ascii_case(c)));
     let cx = Ctx {
         req,
         rev,
@@ -323,12 +310,7 @@ struct Cand {
 impl Ctx<'_, '_> {
     /// Linked hubs the rule may choose, in the selector's order: a host list's order, else catalogue
     /// order followed by uncatalogued linked hubs in `linkedHubs` order.
-    fn candidates(
-        &self,
-        rule: &Rule,
-        linked: &[Linked],
-        mut trace: Option<&mut Trace>,
-    ) -> Vec<Cand> {
+    fn candidates(&self, rule: &Rule, linked: &[Linked], mut trace: Option<&mut Trace>) -> Vec<Cand> {
         let rev = self.rev;
         let include_unknown = rev.settings.unknown_linked_hubs == UnknownLinkedHubs::Include;
         let tenant = self.tenant.map(|t| rev.tenants[t].id.as_str());
@@ -355,19 +337,15 @@ impl Ctx<'_, '_> {
                     hub,
                 ) => {
                     let hub = hub.map(|h| &rev.hubs[h]);
-                    let host_ok = host_contains
-                        .as_deref()
-                        .is_none_or(|s| contains_ignore_case(host, s));
-                    let known_ok =
-                        hub.is_some() || (include_unknown && tags.is_empty() && regions.is_none());
+                    let host_ok = host_contains.as_deref().is_none_or(|s| contains_ignore_case(host, s));
+                    let known_ok = hub.is_some() || (include_unknown && tags.is_empty() && regions.is_none());
                     let tags_ok = tags.iter().all(|(k, tpl)| {
                         let want = tpl.render(&tenant_only_vars(tenant));
                         hub.and_then(|h| h.tags.get(k)).is_some_and(|v| *v == want)
                     });
-                    let regions_ok = regions.as_ref().is_none_or(|rs| {
-                        hub.and_then(|h| h.region)
-                            .is_some_and(|r| rs.contains(&r.name))
-                    });
+                    let regions_ok = regions
+                        .as_ref()
+                        .is_none_or(|rs| hub.and_then(|h| h.region).is_some_and(|r| rs.contains(&r.name)));
                     host_ok && known_ok && tags_ok && regions_ok
                 }
             };
@@ -417,11 +395,7 @@ impl Ctx<'_, '_> {
         if let Some(t) = trace {
             for (c, e) in candidates.iter().zip(&entrants) {
                 let score = rendezvous::score(e.key, e.weight, self.device_key);
-                if let Some(ct) = t
-                    .candidates
-                    .iter_mut()
-                    .find(|ct| ct.linked_index == c.index)
-                {
+                if let Some(ct) = t.candidates.iter_mut().find(|ct| ct.linked_index == c.index) {
                     ct.score = Some(score);
                 }
             }
@@ -430,14 +404,7 @@ impl Ctx<'_, '_> {
         candidates[i]
     }
 
-    fn assign(
-        &self,
-        rule: &Rule,
-        linked: usize,
-        hub: Option<usize>,
-        strategy: StrategyName,
-        sticky: bool,
-    ) -> Outcome {
+    fn assign(&self, rule: &Rule, linked: usize, hub: Option<usize>, strategy: StrategyName, sticky: bool) -> Outcome {
         let rev = self.rev;
         let catalogued = hub.map(|h| &rev.hubs[h]);
         let vars = Vars {
@@ -453,16 +420,8 @@ impl Ctx<'_, '_> {
             payload: self.req.payload.as_ref(),
         };
         let tenant_twin = self.tenant.map(|t| &rev.tenants[t].twin);
-        let tags = merge(
-            tenant_twin.map_or(&[][..], |t| &t.tags),
-            &rule.twin.tags,
-            &vars,
-        );
-        let desired = merge(
-            tenant_twin.map_or(&[][..], |t| &t.desired),
-            &rule.twin.desired,
-            &vars,
-        );
+        let tags = merge(tenant_twin.map_or(&[][..], |t| &t.tags), &rule.twin.tags, &vars);
+        let desired = merge(tenant_twin.map_or(&[][..], |t| &t.desired), &rule.twin.desired, &vars);
         for (part, map, limit) in [
             ("twin tags", &tags, TWIN_TAGS_LIMIT),
             ("desired properties", &desired, TWIN_DESIRED_LIMIT),
@@ -518,11 +477,7 @@ fn contains_ignore_case(haystack: &str, lower_needle: &str) -> bool {
 }
 
 /// Tenant entries first, then the rule's: a key both give keeps the tenant's position and the rule's value.
-fn merge(
-    tenant: &[(String, ValueTemplate)],
-    rule: &[(String, ValueTemplate)],
-    vars: &Vars<'_>,
-) -> Map<String, Value> {
+fn merge(tenant: &[(String, ValueTemplate)], rule: &[(String, ValueTemplate)], vars: &Vars<'_>) -> Map<String, Value> {
     let mut map = Map::new();
     for (k, t) in tenant.iter().chain(rule) {
         map.insert(k.clone(), t.render(vars));

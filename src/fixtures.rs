@@ -98,8 +98,7 @@ impl Observed {
         };
         Observed {
             status,
-            body: serde_json::from_slice(body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into())),
+            body: serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into())),
             rule: field("rule"),
             strategy: field("strategy"),
             sticky: field("sticky").map(|s| s == "true"),
@@ -147,8 +146,7 @@ pub fn load(dir: &Path) -> Result<Vec<Fixture>, FixtureError> {
             one => vec![one],
         };
         for (index, case) in cases.into_iter().enumerate() {
-            let raw: RawFixture =
-                serde_json::from_value(case).map_err(|e| err(format!("case {index}: {e}")))?;
+            let raw: RawFixture = serde_json::from_value(case).map_err(|e| err(format!("case {index}: {e}")))?;
             out.push(Fixture {
                 file: file.clone(),
                 index,
@@ -169,10 +167,10 @@ impl Fixture {
 
     /// A short name: file and case index.
     pub fn name(&self) -> String {
-        let file = self.file.file_name().map_or_else(
-            || self.file.display().to_string(),
-            |f| f.to_string_lossy().into_owned(),
-        );
+        let file = self
+            .file
+            .file_name()
+            .map_or_else(|| self.file.display().to_string(), |f| f.to_string_lossy().into_owned());
         if self.index == 0 {
             file
         } else {
@@ -212,11 +210,7 @@ impl Fixture {
             e.strategy.clone().map(Value::from),
             got.strategy.clone().map(Value::from),
         );
-        cmp(
-            "sticky",
-            e.sticky.map(Value::from),
-            got.sticky.map(Value::from),
-        );
+        cmp("sticky", e.sticky.map(Value::from), got.sticky.map(Value::from));
         cmp(
             "initialTwin",
             e.initial_twin.clone().map(|v| v.unwrap_or(Value::Null)),
@@ -254,8 +248,7 @@ mod tests {
 
     #[test]
     fn absent_keys_are_not_checked_and_null_means_absent() {
-        let e: Expect =
-            serde_json::from_str(r#"{"status":200,"initialTwin":null}"#).expect("valid");
+        let e: Expect = serde_json::from_str(r#"{"status":200,"initialTwin":null}"#).expect("valid");
         assert_eq!(e.initial_twin, Some(None));
         assert_eq!(e.payload, None);
         let f = Fixture {
@@ -277,11 +270,7 @@ mod tests {
 
     #[test]
     fn the_decision_header_is_read_back() {
-        let o = Observed::from_parts(
-            200,
-            b"{}",
-            Some("rule=toasters; strategy=-; sticky=true; revision=abc"),
-        );
+        let o = Observed::from_parts(200, b"{}", Some("rule=toasters; strategy=-; sticky=true; revision=abc"));
         assert_eq!(o.rule.as_deref(), Some("toasters"));
         assert_eq!(o.strategy, None);
         assert_eq!(o.sticky, Some(true));

@@ -131,20 +131,14 @@ mod tests {
             seed.host_key("hub.azure-devices.net")
         );
         let long = "X".repeat(300);
-        assert_eq!(
-            seed.device_key(&long),
-            seed.device_key(&long.to_ascii_lowercase())
-        );
+        assert_eq!(seed.device_key(&long), seed.device_key(&long.to_ascii_lowercase()));
     }
 
     #[test]
     fn domains_and_seeds_separate() {
         let seed = SeedKey::new("s");
         assert_ne!(seed.device_key("a"), seed.host_key("a"));
-        assert_ne!(
-            SeedKey::new("s").device_key("a"),
-            SeedKey::new("t").device_key("a")
-        );
+        assert_ne!(SeedKey::new("s").device_key("a"), SeedKey::new("t").device_key("a"));
     }
 
     #[test]

@@ -58,9 +58,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn root() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain")
-        .body("dps-allocator\n")
+    HttpResponse::Ok().content_type("text/plain").body("dps-allocator\n")
 }
 
 async fn healthz() -> HttpResponse {
@@ -77,11 +75,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn method_not_allowed() -> HttpResponse {
-    let e = ApiError::new(
-        405,
-        "method_not_allowed",
-        "use POST with an AllocationRequest body",
-    );
+    let e = ApiError::new(405, "method_not_allowed", "use POST with an AllocationRequest body");
     actix_web::ResponseError::error_response(&e)
 }
 
@@ -102,11 +96,7 @@ async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Byte
     }
 }
 
-async fn allocate(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> HttpResponse {
+async fn allocate(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let body = match read_body(&req, payload).await {
         Ok(b) => b,
         Err(e) => return actix_web::ResponseError::error_response(&e),
@@ -118,11 +108,7 @@ async fn allocate(
     respond(answer, &rev)
 }
 
-async fn explain(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> HttpResponse {
+async fn explain(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let body = match read_body(&req, payload).await {
         Ok(b) => b,
         Err(e) => return actix_web::ResponseError::error_response(&e),
@@ -133,9 +119,7 @@ async fn explain(
     let (answer, trace) = answer::explain(&body, &rev);
     let report = ExplainReport::new(&answer, &trace, &rev);
     match serde_json::to_vec(&report) {
-        Ok(body) => HttpResponse::Ok()
-            .content_type("application/json")
-            .body(body),
+        Ok(body) => HttpResponse::Ok().content_type("application/json").body(body),
         Err(_) => actix_web::ResponseError::error_response(&ApiError::internal()),
     }
 }
@@ -172,10 +156,7 @@ fn respond(answer: Answer, rev: &Revision) -> HttpResponse {
     let status = actix_web::http::StatusCode::from_u16(answer.status)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     let mut res = HttpResponse::build(status);
-    res.insert_header((
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    ));
+    res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
     if answer.decision.is_some()
         && let Ok(v) = HeaderValue::from_str(&answer.summary(rev).header())
     {

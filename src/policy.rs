@@ -55,10 +55,7 @@ impl Revision {
         match self.hubs.get(i) {
             Some(h) if h.host.eq_ignore_ascii_case(host) => Some(i),
             // A 64-bit collision between two different hosts: fall back to a scan.
-            _ => self
-                .hubs
-                .iter()
-                .position(|h| h.host.eq_ignore_ascii_case(host)),
+            _ => self.hubs.iter().position(|h| h.host.eq_ignore_ascii_case(host)),
         }
     }
 
@@ -70,8 +67,7 @@ impl Revision {
     fn build_lookup(hubs: &[Hub]) -> PrehashedMap<u32> {
         let mut map: PrehashedMap<u32> = HashMap::default();
         for (i, h) in hubs.iter().enumerate() {
-            map.entry(caseless_xxh3(&h.host, LOOKUP_SEED))
-                .or_insert(i as u32);
+            map.entry(caseless_xxh3(&h.host, LOOKUP_SEED)).or_insert(i as u32);
         }
         map
     }

@@ -145,32 +145,17 @@ mod tests {
     /// check nothing drifted. Without it (a clean machine) there is nothing to compare against.
     #[test]
     fn table_matches_the_reference_list_when_present() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/azure-regions.csv");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/azure-regions.csv");
         let Ok(csv) = std::fs::read_to_string(&path) else {
             return;
         };
-        let rows: Vec<&str> = csv
-            .lines()
-            .skip(1)
-            .filter(|l| !l.trim().is_empty())
-            .collect();
+        let rows: Vec<&str> = csv.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(rows.len(), REGIONS.len());
         for (row, region) in rows.iter().zip(REGIONS) {
             let f: Vec<&str> = row.split(',').collect();
             assert_eq!(f[0], region.name);
-            assert_eq!(
-                f[1].parse::<f64>().ok(),
-                Some(region.lat),
-                "{}",
-                region.name
-            );
-            assert_eq!(
-                f[2].parse::<f64>().ok(),
-                Some(region.lon),
-                "{}",
-                region.name
-            );
+            assert_eq!(f[1].parse::<f64>().ok(), Some(region.lat), "{}", region.name);
+            assert_eq!(f[2].parse::<f64>().ok(), Some(region.lon), "{}", region.name);
             assert_eq!(f[3], region.physical_location);
         }
     }

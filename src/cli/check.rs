@@ -78,16 +78,8 @@ pub fn test(dir: &Path) -> Status {
             }
         }
     }
-    println!(
-        "{} passed, {failed} failed (revision {})",
-        cases.len() - failed,
-        rev.id
-    );
-    if failed == 0 {
-        Status::Ok
-    } else {
-        Status::Failed
-    }
+    println!("{} passed, {failed} failed (revision {})", cases.len() - failed, rev.id);
+    if failed == 0 { Status::Ok } else { Status::Failed }
 }
 
 /// Runs one request body through the server's answer path and observes it as a client would.

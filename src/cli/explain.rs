@@ -67,11 +67,7 @@ pub fn run(args: ExplainArgs) -> Status {
 pub fn render_text(r: &ExplainReport<'_>, source: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "policy    {source} (revision {})", r.decision.revision);
-    let _ = writeln!(
-        out,
-        "tenant    {}",
-        r.trace.tenant.as_deref().unwrap_or("(none)")
-    );
+    let _ = writeln!(out, "tenant    {}", r.trace.tenant.as_deref().unwrap_or("(none)"));
     let _ = writeln!(out, "rules");
     for rule in &r.trace.rules {
         match &rule.failed {
@@ -127,10 +123,6 @@ pub fn render_text(r: &ExplainReport<'_>, source: &str) -> String {
         let _ = writeln!(out, "  because {reason}");
     }
     let _ = writeln!(out, "response");
-    let _ = writeln!(
-        out,
-        "{}",
-        serde_json::to_string_pretty(&r.response).unwrap_or_default()
-    );
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&r.response).unwrap_or_default());
     out
 }

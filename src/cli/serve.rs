@@ -62,18 +62,13 @@ pub fn run(args: ServeArgs) -> Status {
     }
 }
 
-fn run_server(
-    listener: TcpListener,
-    state: AppState,
-    workers: Option<usize>,
-) -> std::io::Result<()> {
+fn run_server(listener: TcpListener, state: AppState, workers: Option<usize>) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let data = web::Data::new(state);
         let mut server =
-            HttpServer::new(move || App::new().app_data(data.clone()).configure(http::configure))
-                .listen(listener)?;
+            HttpServer::new(move || App::new().app_data(data.clone()).configure(http::configure)).listen(listener)?;
         if let Some(n) = workers {
             server = server.workers(n.max(1));
         }

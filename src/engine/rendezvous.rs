@@ -32,9 +32,7 @@ pub fn choose(entrants: &[Entrant<'_>], device_key: u64) -> Option<usize> {
         let s = score(e.key, e.weight, device_key);
         best = match best {
             None => Some((i, s)),
-            Some((b, bs)) if s > bs || (s == bs && host_before(e.host, entrants[b].host)) => {
-                Some((i, s))
-            }
+            Some((b, bs)) if s > bs || (s == bs && host_before(e.host, entrants[b].host)) => Some((i, s)),
             keep => keep,
         };
     }

@@ -20,7 +20,8 @@ fn request(id: &str, linked: &[&str], current: Option<&str>, extra: Value) -> Ve
     if let Some(c) = current {
         ctx["currentIotHubHostName"] = json!(c);
     }
-    let mut body = json!({ "deviceRuntimeContext": ctx, "linkedHubs": linked, "enrollmentGroup": { "enrollmentGroupId": "g" } });
+    let mut body =
+        json!({ "deviceRuntimeContext": ctx, "linkedHubs": linked, "enrollmentGroup": { "enrollmentGroupId": "g" } });
     if let Value::Object(extra) = extra {
         for (k, v) in extra {
             match k.as_str() {
@@ -43,9 +44,7 @@ fn run(rev: &Revision, body: &[u8]) -> (Decision, Option<String>) {
 }
 
 fn hub_of(rev: &Revision, id: &str, linked: &[&str], current: Option<&str>) -> String {
-    run(rev, &request(id, linked, current, json!({})))
-        .1
-        .expect("assigned")
+    run(rev, &request(id, linked, current, json!({}))).1.expect("assigned")
 }
 
 const FIVE: &str = r#"
@@ -91,13 +90,7 @@ fn twenty_thousand_devices_follow_the_weights_and_a_new_hub_takes_exactly_its_sh
         }
         *counts.entry(before).or_insert(0) += 1;
     }
-    for (hub, weight) in [
-        ("h1", 1.0),
-        ("h2", 1.0),
-        ("h3", 2.0),
-        ("h4", 4.0),
-        ("h5", 2.0),
-    ] {
+    for (hub, weight) in [("h1", 1.0), ("h2", 1.0), ("h3", 2.0), ("h4", 4.0), ("h5", 2.0)] {
         let share = f64::from(counts[hub]) / f64::from(n);
         assert!((share - weight / 10.0).abs() < 0.015, "{hub}: {share:.4}");
     }
@@ -123,10 +116,7 @@ fn a_sticky_rule_keeps_the_current_hub_and_records_it() {
         let id = format!("d{i}");
         let (d, host) = run(&rev, &request(&id, &["a", "b"], Some("B"), json!({})));
         assert_eq!(host.as_deref(), Some("b"));
-        assert!(matches!(
-            d.outcome,
-            Outcome::Assigned(Assignment { sticky: true, .. })
-        ));
+        assert!(matches!(d.outcome, Outcome::Assigned(Assignment { sticky: true, .. })));
         assert!(d.reasons.contains(&Reason::Sticky));
     }
 }
@@ -139,10 +129,7 @@ fn a_non_sticky_rule_rehashes_re_registering_devices() {
             let id = format!("d{i}");
             let fresh = hub_of(&rev, &id, &["a", "b"], None);
             let again = hub_of(&rev, &id, &["a", "b"], Some("a"));
-            assert_eq!(
-                fresh, again,
-                "a non-sticky decision ignores the current hub"
-            );
+            assert_eq!(fresh, again, "a non-sticky decision ignores the current hub");
             again == "a"
         })
         .count();
@@ -152,35 +139,18 @@ fn a_non_sticky_rule_rehashes_re_registering_devices() {
 #[test]
 fn rebalance_percent_moves_a_stable_growing_share() {
     let wave = |pct: u32| {
-        let rev = policy(&TWO.replace(
-            "name = \"r\"",
-            &format!("name = \"r\"\nrebalance_percent = {pct}"),
-        ));
+        let rev = policy(&TWO.replace("name = \"r\"", &format!("name = \"r\"\nrebalance_percent = {pct}")));
         (0..20_000)
             .filter(|i| {
-                let (d, _) = run(
-                    &rev,
-                    &request(&format!("d{i}"), &["a", "b"], Some("a"), json!({})),
-                );
+                let (d, _) = run(&rev, &request(&format!("d{i}"), &["a", "b"], Some("a"), json!({})));
                 d.reasons.contains(&Reason::Rebalancing)
             })
             .collect::<std::collections::BTreeSet<_>>()
     };
     let (w10, w30) = (wave(10), wave(30));
-    assert!(
-        (w10.len() as f64 / 20_000.0 - 0.10).abs() < 0.01,
-        "{}",
-        w10.len()
-    );
-    assert!(
-        (w30.len() as f64 / 20_000.0 - 0.30).abs() < 0.01,
-        "{}",
-        w30.len()
-    );
-    assert!(
-        w10.is_subset(&w30),
-        "a bigger wave must include the smaller one"
-    );
+    assert!((w10.len() as f64 / 20_000.0 - 0.10).abs() < 0.01, "{}", w10.len());
+    assert!((w30.len() as f64 / 20_000.0 - 0.30).abs() < 0.01, "{}", w30.len());
+    assert!(w10.is_subset(&w30), "a bigger wave must include the smaller one");
     assert_eq!(w10, wave(10), "the wave is stable");
 }
 
@@ -193,10 +163,7 @@ fn never_reprovision_keeps_the_current_hub_unless_it_is_not_linked() {
     assert_eq!(d.reasons.last(), Some(&Reason::NeverReprovision));
     let (d, host) = run(&rev, &request("d", &["b"], Some("a"), no));
     assert_eq!(host.as_deref(), Some("b"));
-    assert!(
-        d.reasons
-            .contains(&Reason::NeverReprovisionButCurrentNotLinked)
-    );
+    assert!(d.reasons.contains(&Reason::NeverReprovisionButCurrentNotLinked));
 }
 
 #[test]
@@ -231,9 +198,7 @@ fn unknown_linked_hubs_are_included_or_ignored() {
 
 #[test]
 fn static_takes_the_first_candidate_in_the_selector_order() {
-    let rev = policy(&format!(
-        "{TWO}strategy = \"static\"\nhubs = [\"b\", \"a\"]\n"
-    ));
+    let rev = policy(&format!("{TWO}strategy = \"static\"\nhubs = [\"b\", \"a\"]\n"));
     assert_eq!(hub_of(&rev, "d", &["a", "b"], None), "b");
     assert_eq!(hub_of(&rev, "d", &["a"], None), "a");
     let rev = policy(&format!("{TWO}strategy = \"static\"\n"));
@@ -258,14 +223,9 @@ fn no_rule_and_no_default_is_no_eligible_hub() {
         (d.outcome, d.rule, d.reasons),
         (Outcome::NoEligibleHub, None, vec![Reason::NoRuleMatched])
     );
-    let rev = policy(
-        "[settings]\ndefault_rule = \"edge\"\n[[rule]]\nname = \"edge\"\nwhen = { iot_edge = true }\n",
-    );
+    let rev = policy("[settings]\ndefault_rule = \"edge\"\n[[rule]]\nname = \"edge\"\nwhen = { iot_edge = true }\n");
     let (d, host) = run(&rev, &request("d", &["a"], None, json!({})));
-    assert_eq!(
-        (host.as_deref(), d.reasons[0]),
-        (Some("a"), Reason::DefaultRule)
-    );
+    assert_eq!((host.as_deref(), d.reasons[0]), (Some("a"), Reason::DefaultRule));
 }
 
 #[test]
@@ -302,13 +262,7 @@ fn twins_over_iot_hub_limits_are_refused() {
         &request("d", &["h"], None, json!({ "payload": { "blob": blob } })),
     );
     assert!(
-        matches!(
-            d.outcome,
-            Outcome::TooLarge {
-                part: "twin tags",
-                ..
-            }
-        ),
+        matches!(d.outcome, Outcome::TooLarge { part: "twin tags", .. }),
         "{:?}",
         d.outcome
     );
@@ -324,11 +278,7 @@ fn the_trace_records_rules_candidates_and_scores() {
     let req = AllocationRequest::parse(&body).expect("valid");
     let mut t = Trace::default();
     let d = decide(&req, &rev, Some(&mut t));
-    assert_eq!(
-        d,
-        decide(&req, &rev, None),
-        "tracing never changes the decision"
-    );
+    assert_eq!(d, decide(&req, &rev, None), "tracing never changes the decision");
     assert_eq!(t.rules.len(), 2);
     assert_eq!(t.rules[0].failed.as_deref(), Some("iot_edge = true"));
     assert!(t.rules[1].matched);

@@ -131,9 +131,7 @@ fn answer(body: &[u8], rev: &Revision, trace: Option<&mut Trace>) -> Answer {
         Outcome::Rejected { .. } => {
             let rule = decision.rule.map(|r| &rev.rules[r]);
             let error = match rule.map(|r| &r.action) {
-                Some(Action::Reject(rej)) => {
-                    ApiError::new(rej.status, rej.reason.clone(), rej.message.clone())
-                }
+                Some(Action::Reject(rej)) => ApiError::new(rej.status, rej.reason.clone(), rej.message.clone()),
                 _ => ApiError::internal(),
             };
             Answer::error(error, Some(decision), registration_id)

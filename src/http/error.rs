@@ -48,11 +48,7 @@ impl ApiError {
 
     /// 413 `payload_too_large`.
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            413,
-            "payload_too_large",
-            format!("request body exceeds {limit} bytes"),
-        )
+        Self::new(413, "payload_too_large", format!("request body exceeds {limit} bytes"))
     }
 
     /// 503 `not_ready`.
@@ -82,9 +78,8 @@ impl ApiError {
                 message: &self.message,
             },
         };
-        serde_json::to_vec(&body).unwrap_or_else(|_| {
-            br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec()
-        })
+        serde_json::to_vec(&body)
+            .unwrap_or_else(|_| br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec())
     }
 
     /// Seconds DPS (or any client) should wait before retrying, for statuses that invite a retry.
@@ -100,10 +95,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
-        res.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ));
+        res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
         if let Some(secs) = self.retry_after() {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }

@@ -15,13 +15,13 @@ use toml::de::{DeTable, ValueDeserializer};
 
 use super::condition::{Cond, JsonPath, REGEX_SIZE_LIMIT, StrCond, StrOp, ValueCond, When};
 use super::raw::{
-    HubState, RawGeo, RawHub, RawReject, RawRule, RawSelector, RawSettings, RawStrOps, RawTenant,
-    RawTwin, RawWhen, StrCondRaw, StrategyName, ValueCondRaw,
+    HubState, RawGeo, RawHub, RawReject, RawRule, RawSelector, RawSettings, RawStrOps, RawTenant, RawTwin, RawWhen,
+    StrCondRaw, StrategyName, ValueCondRaw,
 };
 use super::template::{StrTemplate, ValueTemplate, Var, any_var};
 use super::{
-    Action, Fallback, GeoSettings, Hub, LatLon, Location, PolicyError, PolicyErrors, Rejection,
-    Revision, Rule, Selector, Settings, Source, Strategy, Tenant, TwinTemplate,
+    Action, Fallback, GeoSettings, Hub, LatLon, Location, PolicyError, PolicyErrors, Rejection, Revision, Rule,
+    Selector, Settings, Source, Strategy, Tenant, TwinTemplate,
 };
 use crate::hashing::SeedKey;
 use crate::regions;
@@ -135,11 +135,7 @@ fn revision_id(sources: &[Source]) -> String {
         h.update(s.text.as_bytes());
         h.update([0]);
     }
-    h.finalize()
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_all(cx: &mut Ctx<'_>) -> Parsed {
@@ -161,9 +157,7 @@ fn parse_all(cx: &mut Ctx<'_>) -> Parsed {
         for (key, value) in doc.get_ref().iter() {
             let kind = key.get_ref().as_ref();
             match kind {
-                "settings" => {
-                    parsed.complete &= element(cx, src, value, "settings", &mut parsed.settings)
-                }
+                "settings" => parsed.complete &= element(cx, src, value, "settings", &mut parsed.settings),
                 "hub" | "tenant" | "rule" => {
                     let Some(items) = value.get_ref().as_array() else {
                         cx.error(
@@ -256,12 +250,7 @@ fn default_geo() -> GeoSettings {
     }
 }
 
-fn compile_geo(
-    cx: &mut Ctx<'_>,
-    src: usize,
-    raw: Option<&RawGeo>,
-    base: &GeoSettings,
-) -> GeoSettings {
+fn compile_geo(cx: &mut Ctx<'_>, src: usize, raw: Option<&RawGeo>, base: &GeoSettings) -> GeoSettings {
     let mut geo = base.clone();
     let Some(raw) = raw else { return geo };
     let mut km = |v: &Option<Spanned<f64>>, name: &str, min_exclusive: bool, out: &mut f64| {
@@ -271,11 +260,7 @@ fn compile_geo(
             if ok {
                 *out = x;
             } else {
-                let bound = if min_exclusive {
-                    "above 0"
-                } else {
-                    "0 or more"
-                };
+                let bound = if min_exclusive { "above 0" } else { "0 or more" };
                 cx.error(
                     src,
                     v.span().start,
@@ -285,18 +270,8 @@ fn compile_geo(
         }
     };
     km(&raw.tie_band_km, "tie_band_km", false, &mut geo.tie_band_km);
-    km(
-        &raw.hysteresis_km,
-        "hysteresis_km",
-        false,
-        &mut geo.hysteresis_km,
-    );
-    km(
-        &raw.max_accuracy_km,
-        "max_accuracy_km",
-        true,
-        &mut geo.max_accuracy_km,
-    );
+    km(&raw.hysteresis_km, "hysteresis_km", false, &mut geo.hysteresis_km);
+    km(&raw.max_accuracy_km, "max_accuracy_km", true, &mut geo.max_accuracy_km);
     for (v, out) in [
         (&raw.lat_path, &mut geo.lat_path),
         (&raw.lon_path, &mut geo.lon_path),
@@ -321,10 +296,7 @@ fn compile_hubs(cx: &mut Ctx<'_>, items: &[Item<RawHub>], seed: SeedKey) -> Vec<
         let origin = cx.at(src, raw.host.span().start);
         let before = cx.errors.len();
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
-            cx.error_at(
-                origin.clone(),
-                format!("hub host `{host}` is not a host name"),
-            );
+            cx.error_at(origin.clone(), format!("hub host `{host}` is not a host name"));
         }
         let region = raw.region.as_ref().and_then(|r| {
             let found = regions::find(r.get_ref());
@@ -344,14 +316,15 @@ fn compile_hubs(cx: &mut Ctx<'_>, items: &[Item<RawHub>], seed: SeedKey) -> Vec<
             Some(l) => {
                 let (lat, lon) = (l.get_ref().lat, l.get_ref().lon);
                 if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
-                    cx.error(src, l.span().start, format!("hub `{host}`: location ({lat}, {lon}) is not a valid latitude and longitude"));
+                    cx.error(
+                        src,
+                        l.span().start,
+                        format!("hub `{host}`: location ({lat}, {lon}) is not a valid latitude and longitude"),
+                    );
                 }
                 Some(LatLon { lat, lon })
             }
-            None => region.map(|r| LatLon {
-                lat: r.lat,
-                lon: r.lon,
-            }),
+            None => region.map(|r| LatLon { lat: r.lat, lon: r.lon }),
         };
         let weight = match &raw.weight {
             Some(w) if (1..=1000).contains(w.get_ref()) => *w.get_ref() as u32,
@@ -359,10 +332,7 @@ fn compile_hubs(cx: &mut Ctx<'_>, items: &[Item<RawHub>], seed: SeedKey) -> Vec<
                 cx.error(
                     src,
                     w.span().start,
-                    format!(
-                        "hub `{host}`: weight {} is out of range 1..=1000",
-                        w.get_ref()
-                    ),
+                    format!("hub `{host}`: weight {} is out of range 1..=1000", w.get_ref()),
                 );
                 1
             }
@@ -424,11 +394,7 @@ fn compile_rule(
     let (src, raw) = (item.src, &item.raw);
     let name = raw.name.get_ref().clone();
     let before = cx.errors.len();
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
         cx.error(
             src,
             raw.name.span().start,
@@ -476,10 +442,7 @@ fn compile_rule(
             cx.error(
                 src,
                 p.span().start,
-                format!(
-                    "{what}: rebalance_percent {} is out of range 0..=100",
-                    p.get_ref()
-                ),
+                format!("{what}: rebalance_percent {} is out of range 0..=100", p.get_ref()),
             );
             0
         }
@@ -503,13 +466,7 @@ fn compile_rule(
     })
 }
 
-fn compile_strategy(
-    cx: &mut Ctx<'_>,
-    src: usize,
-    raw: &RawRule,
-    settings: &Settings,
-    what: &str,
-) -> Strategy {
+fn compile_strategy(cx: &mut Ctx<'_>, src: usize, raw: &RawRule, settings: &Settings, what: &str) -> Strategy {
     let name = raw
         .strategy
         .as_ref()
@@ -523,10 +480,7 @@ fn compile_strategy(
             );
         }
         if raw.geo.is_some() {
-            let at = raw
-                .strategy
-                .as_ref()
-                .map_or(raw.name.span().start, |s| s.span().start);
+            let at = raw.strategy.as_ref().map_or(raw.name.span().start, |s| s.span().start);
             cx.error(
                 src,
                 at,
@@ -559,12 +513,7 @@ fn compile_strategy(
     }
 }
 
-fn compile_reject(
-    cx: &mut Ctx<'_>,
-    src: usize,
-    reject: &Spanned<RawReject>,
-    rule: &str,
-) -> Rejection {
+fn compile_reject(cx: &mut Ctx<'_>, src: usize, reject: &Spanned<RawReject>, rule: &str) -> Rejection {
     let r = reject.get_ref();
     let status = match &r.status {
         Some(s) if (400..=499).contains(s.get_ref()) => *s.get_ref() as u16,
@@ -572,10 +521,7 @@ fn compile_reject(
             cx.error(
                 src,
                 s.span().start,
-                format!(
-                    "rule `{rule}`: reject status {} is not a 4xx status",
-                    s.get_ref()
-                ),
+                format!("rule `{rule}`: reject status {} is not a 4xx status", s.get_ref()),
             );
             403
         }
@@ -592,10 +538,7 @@ fn compile_reject(
                 cx.error(
                     src,
                     reason.span().start,
-                    format!(
-                        "rule `{rule}`: reject reason `{}` must be snake_case",
-                        reason.get_ref()
-                    ),
+                    format!("rule `{rule}`: reject reason `{}` must be snake_case", reason.get_ref()),
                 );
             }
             reason.get_ref().clone()
@@ -620,38 +563,23 @@ fn compile_reject(
     }
 }
 
-fn compile_when(
-    cx: &mut Ctx<'_>,
-    src: usize,
-    when: Option<&Spanned<RawWhen>>,
-    what: &str,
-    in_rule: bool,
-) -> When {
+fn compile_when(cx: &mut Ctx<'_>, src: usize, when: Option<&Spanned<RawWhen>>, what: &str, in_rule: bool) -> When {
     let Some(when) = when else {
         return When::default();
     };
     let w: &RawWhen = when.get_ref();
     let mut conds: Vec<(Cond, Box<str>)> = Vec::new();
-    let mut string = |cx: &mut Ctx<'_>,
-                      field: &str,
-                      c: &Option<Spanned<StrCondRaw>>,
-                      lower: bool,
-                      make: fn(StrCond) -> Cond| {
-        if let Some(c) = c {
-            let text = format!("{field} = {}", cx.snippet(src, &c.span()));
-            match compile_str_cond(c.get_ref(), lower) {
-                Ok(sc) => conds.push((make(sc), text.into())),
-                Err(e) => cx.error(src, c.span().start, format!("{what}: `{field}`: {e}")),
+    let mut string =
+        |cx: &mut Ctx<'_>, field: &str, c: &Option<Spanned<StrCondRaw>>, lower: bool, make: fn(StrCond) -> Cond| {
+            if let Some(c) = c {
+                let text = format!("{field} = {}", cx.snippet(src, &c.span()));
+                match compile_str_cond(c.get_ref(), lower) {
+                    Ok(sc) => conds.push((make(sc), text.into())),
+                    Err(e) => cx.error(src, c.span().start, format!("{what}: `{field}`: {e}")),
+                }
             }
-        }
-    };
-    string(
-        cx,
-        "registration_id",
-        &w.registration_id,
-        true,
-        Cond::RegistrationId,
-    );
+        };
+    string(cx, "registration_id", &w.registration_id, true, Cond::RegistrationId);
     string(cx, "device_id", &w.device_id, false, Cond::DeviceId);
     string(
         cx,
@@ -677,48 +605,32 @@ fn compile_when(
         ));
     }
     if let Some(a) = w.attestation {
-        conds.push((
-            Cond::Attestation(a),
-            format!("attestation = \"{}\"", a.as_str()).into(),
-        ));
+        conds.push((Cond::Attestation(a), format!("attestation = \"{}\"", a.as_str()).into()));
     }
     if let Some(b) = w.iot_edge {
         conds.push((Cond::IotEdge(b), format!("iot_edge = {b}").into()));
     }
     if let Some(b) = w.reprovisioning {
-        conds.push((
-            Cond::Reprovisioning(b),
-            format!("reprovisioning = {b}").into(),
-        ));
+        conds.push((Cond::Reprovisioning(b), format!("reprovisioning = {b}").into()));
     }
     if let Some(map) = &w.payload {
         for (path, c) in &map.0 {
             let text = format!("payload.\"{path}\" = {}", cx.snippet(src, &c.span()));
-            let cond = JsonPath::parse(path)
-                .and_then(|p| compile_value_cond(c.get_ref()).map(|v| Cond::Payload(p, v)));
+            let cond = JsonPath::parse(path).and_then(|p| compile_value_cond(c.get_ref()).map(|v| Cond::Payload(p, v)));
             match cond {
                 Ok(cond) => conds.push((cond, text.into())),
-                Err(e) => cx.error(
-                    src,
-                    c.span().start,
-                    format!("{what}: `payload.\"{path}\"`: {e}"),
-                ),
+                Err(e) => cx.error(src, c.span().start, format!("{what}: `payload.\"{path}\"`: {e}")),
             }
         }
     }
     if let Some(map) = &w.x509 {
         for (path, c) in &map.0 {
             let text = format!("x509.\"{path}\" = {}", cx.snippet(src, &c.span()));
-            let cond = JsonPath::parse(path).and_then(|p| {
-                compile_str_cond(c.get_ref(), false).map(|s| Cond::X509(p, ValueCond::Str(s)))
-            });
+            let cond = JsonPath::parse(path)
+                .and_then(|p| compile_str_cond(c.get_ref(), false).map(|s| Cond::X509(p, ValueCond::Str(s))));
             match cond {
                 Ok(cond) => conds.push((cond, text.into())),
-                Err(e) => cx.error(
-                    src,
-                    c.span().start,
-                    format!("{what}: `x509.\"{path}\"`: {e}"),
-                ),
+                Err(e) => cx.error(src, c.span().start, format!("{what}: `x509.\"{path}\"`: {e}")),
             }
         }
     }
@@ -740,11 +652,7 @@ fn compile_str_cond(raw: &StrCondRaw, lower: bool) -> Result<StrCond, String> {
 }
 
 fn fold(s: &str, lower: bool) -> Box<str> {
-    if lower {
-        s.to_ascii_lowercase().into()
-    } else {
-        s.into()
-    }
+    if lower { s.to_ascii_lowercase().into() } else { s.into() }
 }
 
 fn compile_ops(o: &RawStrOps, lower: bool) -> Result<StrCond, String> {
@@ -791,9 +699,7 @@ fn compile_ops(o: &RawStrOps, lower: bool) -> Result<StrCond, String> {
         ops.push(StrOp::Not(compile_str_cond(inner, lower)?));
     }
     if ops.is_empty() {
-        return Err(
-            "an empty condition table matches nothing: give at least one operator".to_owned(),
-        );
+        return Err("an empty condition table matches nothing: give at least one operator".to_owned());
     }
     Ok(StrCond::new(ops))
 }
@@ -816,11 +722,7 @@ fn compile_selector(
     match hubs.get_ref() {
         RawSelector::List(hosts) => {
             if hosts.is_empty() {
-                cx.error(
-                    src,
-                    span.start,
-                    format!("{what}: an empty hub list selects nothing"),
-                );
+                cx.error(src, span.start, format!("{what}: an empty hub list selects nothing"));
             }
             let mut list = Vec::with_capacity(hosts.len());
             for host in hosts {
@@ -843,10 +745,7 @@ fn compile_selector(
                         let loc = cx.sources[src].location_of(&span, &e.needle);
                         cx.error_at(
                             loc,
-                            format!(
-                                "{what}: hub selector tag `{k}`: {} (only `${{tenant}}` is)",
-                                e.message
-                            ),
+                            format!("{what}: hub selector tag `{k}`: {} (only `${{tenant}}` is)", e.message),
                         );
                     }
                 }
@@ -868,11 +767,7 @@ fn compile_selector(
                     .collect()
             });
             if t.host_contains.as_ref().is_some_and(String::is_empty) {
-                cx.error(
-                    src,
-                    span.start,
-                    format!("{what}: `host_contains` must not be empty"),
-                );
+                cx.error(src, span.start, format!("{what}: `host_contains` must not be empty"));
             }
             Selector::Filter {
                 tags,
@@ -961,10 +856,7 @@ fn check_directory(cx: &mut Ctx<'_>, parsed: &Parsed) {
         let mut seen: HashMap<&str, &Location> = HashMap::new();
         for (name, at, _) in items.iter() {
             if let Some(first) = seen.insert(name, at) {
-                cx.error_at(
-                    at.clone(),
-                    format!("duplicate {kind} `{name}` (first at {first})"),
-                );
+                cx.error_at(at.clone(), format!("duplicate {kind} `{name}` (first at {first})"));
             }
         }
         if let Some(c) = items.iter().position(|(_, _, catch_all)| *catch_all) {
@@ -972,25 +864,23 @@ fn check_directory(cx: &mut Ctx<'_>, parsed: &Parsed) {
             for (name, at, _) in &items[c + 1..] {
                 cx.error_at(
                     at.clone(),
-                    format!(
-                        "{kind} `{name}` can never match: {kind} `{first}` at {first_at} {verb}"
-                    ),
+                    format!("{kind} `{name}` can never match: {kind} `{first}` at {first_at} {verb}"),
                 );
             }
         }
     }
-    if let Some((src, d)) = parsed
+    let default_rule = parsed
         .settings
         .first()
-        .and_then(|s| s.raw.default_rule.as_ref().map(|d| (s.src, d)))
+        .and_then(|s| s.raw.default_rule.as_ref().map(|d| (s.src, d)));
+    if let Some((src, d)) = default_rule
+        && !rules.iter().any(|(name, _, _)| name == d.get_ref())
     {
-        if !rules.iter().any(|(name, _, _)| name == d.get_ref()) {
-            cx.error(
-                src,
-                d.span().start,
-                format!("`default_rule` names unknown rule `{}`", d.get_ref()),
-            );
-        }
+        cx.error(
+            src,
+            d.span().start,
+            format!("`default_rule` names unknown rule `{}`", d.get_ref()),
+        );
     }
 }
 

@@ -241,10 +241,7 @@ impl When {
 
     /// The first condition that does not hold, or `None` when all hold.
     pub fn first_failing(&self, f: &Facts<'_>) -> Option<&str> {
-        self.conds
-            .iter()
-            .find(|(c, _)| !c.holds(f))
-            .map(|(_, t)| &**t)
+        self.conds.iter().find(|(c, _)| !c.holds(f)).map(|(_, t)| &**t)
     }
 
     /// Whether every condition holds.
@@ -266,29 +263,15 @@ mod tests {
     fn string_operators_match_as_named() {
         let v = Some("breakroom499-contoso-tstrsd-007");
         assert!(cond(vec![StrOp::Contains("-contoso-tstrsd-".into())]).matches(v));
-        assert!(
-            cond(vec![
-                StrOp::Prefix("breakroom".into()),
-                StrOp::Suffix("-007".into())
-            ])
-            .matches(v)
-        );
-        assert!(
-            !cond(vec![
-                StrOp::Prefix("breakroom".into()),
-                StrOp::Suffix("-008".into())
-            ])
-            .matches(v)
-        );
+        assert!(cond(vec![StrOp::Prefix("breakroom".into()), StrOp::Suffix("-007".into())]).matches(v));
+        assert!(!cond(vec![StrOp::Prefix("breakroom".into()), StrOp::Suffix("-008".into())]).matches(v));
         assert!(
             cond(vec![StrOp::AnyOf(
                 vec!["x".into(), "breakroom499-contoso-tstrsd-007".into()].into()
             )])
             .matches(v)
         );
-        let glob = globset::Glob::new("*-contoso-*")
-            .expect("glob")
-            .compile_matcher();
+        let glob = globset::Glob::new("*-contoso-*").expect("glob").compile_matcher();
         assert!(cond(vec![StrOp::Glob(glob)]).matches(v));
         let re = regex::Regex::new(r"room\d+-").expect("regex");
         assert!(cond(vec![StrOp::Regex(re)]).matches(v));
@@ -311,9 +294,7 @@ mod tests {
         assert!(ValueCond::Literal(json!(12.0)).matches(at("fw.build").as_ref()));
         assert!(!ValueCond::Literal(json!("12")).matches(at("fw.build").as_ref()));
         assert!(ValueCond::Literal(json!(true)).matches(at("fw.beta").as_ref()));
-        assert!(
-            ValueCond::Str(cond(vec![StrOp::Prefix("1".into())])).matches(at("fw.build").as_ref())
-        );
+        assert!(ValueCond::Str(cond(vec![StrOp::Prefix("1".into())])).matches(at("fw.build").as_ref()));
         assert!(ValueCond::Str(cond(vec![StrOp::Exists(false)])).matches(at("fw.n").as_ref()));
         assert!(ValueCond::Literal(json!("a")).matches(at("list.0.id").as_ref()));
         assert!(at("list.x").is_none() && at("fw.channel.deeper").is_none());

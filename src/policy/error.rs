@@ -20,11 +20,7 @@ impl Source {
         let before = self.text.get(..offset).unwrap_or("");
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let col = self
-            .text
-            .get(line_start..offset)
-            .map_or(0, |s| s.chars().count())
-            + 1;
+        let col = self.text.get(line_start..offset).map_or(0, |s| s.chars().count()) + 1;
         Location {
             file: self.name.clone(),
             line: line as u32,
@@ -38,13 +34,7 @@ impl Source {
         let found = self
             .text
             .get(span.clone())
-            .and_then(|s| {
-                if needle.is_empty() {
-                    None
-                } else {
-                    s.find(needle)
-                }
-            })
+            .and_then(|s| if needle.is_empty() { None } else { s.find(needle) })
             .map_or(span.start, |i| span.start + i);
         self.location(found)
     }

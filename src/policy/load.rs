@@ -26,12 +26,8 @@ pub fn load_dir(dir: &Path) -> Result<Revision, PolicyErrors> {
 
 /// Reads the policy files of a directory, in lexical order of file name.
 pub fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyErrors> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        PolicyErrors::single(format!(
-            "{}: cannot read policy directory: {e}",
-            dir.display()
-        ))
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| PolicyErrors::single(format!("{}: cannot read policy directory: {e}", dir.display())))?;
     let mut names = Vec::new();
     let mut errors = Vec::new();
     for entry in entries {
@@ -70,10 +66,7 @@ pub fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyErrors> {
         }
         match std::fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => sources.push(Source {
-                    name: display,
-                    text,
-                }),
+                Ok(text) => sources.push(Source { name: display, text }),
                 Err(_) => errors.push(PolicyError {
                     location: None,
                     message: format!("{display}: not valid UTF-8"),
@@ -88,10 +81,7 @@ pub fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyErrors> {
     if sources.is_empty() && errors.is_empty() {
         errors.push(PolicyError {
             location: None,
-            message: format!(
-                "{}: no policy files (*.toml) in the directory",
-                dir.display()
-            ),
+            message: format!("{}: no policy files (*.toml) in the directory", dir.display()),
         });
     }
     if errors.is_empty() {

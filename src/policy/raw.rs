@@ -376,8 +376,7 @@ impl<'de> Visitor<'de> for StrCondVisitor {
         Ok(StrCondRaw::Exact(v.to_owned()))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        RawStrOps::deserialize(MapAccessDeserializer::new(map))
-            .map(|ops| StrCondRaw::Ops(Box::new(ops)))
+        RawStrOps::deserialize(MapAccessDeserializer::new(map)).map(|ops| StrCondRaw::Ops(Box::new(ops)))
     }
 }
 
@@ -413,8 +412,7 @@ impl<'de> Deserialize<'de> for ValueCondRaw {
                     .ok_or_else(|| E::custom("a payload condition must be a finite number"))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                RawStrOps::deserialize(MapAccessDeserializer::new(map))
-                    .map(|ops| ValueCondRaw::Ops(Box::new(ops)))
+                RawStrOps::deserialize(MapAccessDeserializer::new(map)).map(|ops| ValueCondRaw::Ops(Box::new(ops)))
             }
         }
         d.deserialize_any(V)
@@ -427,16 +425,13 @@ impl<'de> Deserialize<'de> for RawSelector {
         impl<'de> Visitor<'de> for V {
             type Value = RawSelector;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "a list of hub hosts, or a table with `tags`, `host_contains` or `regions`",
-                )
+                f.write_str("a list of hub hosts, or a table with `tags`, `host_contains` or `regions`")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 Vec::<String>::deserialize(SeqAccessDeserializer::new(seq)).map(RawSelector::List)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                RawSelectorTable::deserialize(MapAccessDeserializer::new(map))
-                    .map(RawSelector::Filter)
+                RawSelectorTable::deserialize(MapAccessDeserializer::new(map)).map(RawSelector::Filter)
             }
         }
         d.deserialize_any(V)

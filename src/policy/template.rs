@@ -172,9 +172,7 @@ impl StrTemplate {
 
     /// Whether any part is the given variable kind (by predicate).
     pub fn uses(&self, pred: &dyn Fn(&Var) -> bool) -> bool {
-        self.parts
-            .iter()
-            .any(|p| matches!(p, Part::Var(v) if pred(v)))
+        self.parts.iter().any(|p| matches!(p, Part::Var(v) if pred(v)))
     }
 
     /// Renders with these values.
@@ -200,10 +198,7 @@ fn render_var(var: &Var, v: &Vars<'_>, out: &mut String) {
         Var::Hub => v.hub,
         Var::HubRegion => v.hub_region.unwrap_or(""),
         Var::Revision => v.revision,
-        Var::HubTag(key) => v
-            .hub_tags
-            .and_then(|t| t.get(&**key))
-            .map_or("", String::as_str),
+        Var::HubTag(key) => v.hub_tags.and_then(|t| t.get(&**key)).map_or("", String::as_str),
         Var::Payload(path) => {
             match v.payload.and_then(|p| path.lookup(p)) {
                 Some(Value::String(s)) => out.push_str(s),
@@ -233,10 +228,7 @@ pub enum ValueTemplate {
 
 impl ValueTemplate {
     /// Converts a TOML value, parsing every string as a template.
-    pub fn from_toml(
-        value: &toml::Value,
-        allowed: &dyn Fn(&Var) -> bool,
-    ) -> Result<Self, TemplateError> {
+    pub fn from_toml(value: &toml::Value, allowed: &dyn Fn(&Var) -> bool) -> Result<Self, TemplateError> {
         Ok(match value {
             toml::Value::String(s) => {
                 let t = StrTemplate::parse(s, allowed)?;
@@ -269,10 +261,7 @@ impl ValueTemplate {
     }
 
     /// Converts a TOML table.
-    pub fn from_table(
-        t: &toml::Table,
-        allowed: &dyn Fn(&Var) -> bool,
-    ) -> Result<Self, TemplateError> {
+    pub fn from_table(t: &toml::Table, allowed: &dyn Fn(&Var) -> bool) -> Result<Self, TemplateError> {
         let entries = t
             .iter()
             .map(|(k, v)| Ok((k.clone(), Self::from_toml(v, allowed)?)))
@@ -282,13 +271,9 @@ impl ValueTemplate {
 
     fn array(items: Vec<ValueTemplate>) -> Self {
         if items.iter().all(|i| matches!(i, ValueTemplate::Const(_))) {
-            let values = items.into_iter().filter_map(|i| {
-                if let ValueTemplate::Const(v) = i {
-                    Some(v)
-                } else {
-                    None
-                }
-            });
+            let values = items
+                .into_iter()
+                .filter_map(|i| if let ValueTemplate::Const(v) = i { Some(v) } else { None });
             ValueTemplate::Const(Value::Array(values.collect()))
         } else {
             ValueTemplate::Array(items)
@@ -297,10 +282,7 @@ impl ValueTemplate {
 
     /// An object from entries, folded into a constant when nothing below is templated.
     pub fn object(entries: Vec<(String, ValueTemplate)>) -> Self {
-        if entries
-            .iter()
-            .all(|(_, v)| matches!(v, ValueTemplate::Const(_)))
-        {
+        if entries.iter().all(|(_, v)| matches!(v, ValueTemplate::Const(_))) {
             let map: Map<String, Value> = entries
                 .into_iter()
                 .filter_map(|(k, v)| {
@@ -343,15 +325,10 @@ impl ValueTemplate {
         match self {
             ValueTemplate::Const(c) => c.clone(),
             ValueTemplate::Str(t) => Value::String(t.render(v)),
-            ValueTemplate::Array(items) => {
-                Value::Array(items.iter().map(|i| i.render(v)).collect())
+            ValueTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(v)).collect()),
+            ValueTemplate::Object(entries) => {
+                Value::Object(entries.iter().map(|(k, t)| (k.clone(), t.render(v))).collect())
             }
-            ValueTemplate::Object(entries) => Value::Object(
-                entries
-                    .iter()
-                    .map(|(k, t)| (k.clone(), t.render(v)))
-                    .collect(),
-            ),
         }
     }
 
@@ -376,10 +353,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn vars<'v>(
-        payload: Option<&'v Value>,
-        tags: Option<&'v BTreeMap<String, String>>,
-    ) -> Vars<'v> {
+    fn vars<'v>(payload: Option<&'v Value>, tags: Option<&'v BTreeMap<String, String>>) -> Vars<'v> {
         Vars {
             registration_id: "Dev-1",
             device_id: "dev-1",
@@ -414,9 +388,7 @@ mod tests {
         let t = StrTemplate::parse("cost $5, $${tenant} ${rule}$", &any_var).expect("parses");
         assert_eq!(t.render(&vars(None, None)), "cost $5, ${tenant} r$");
         assert_eq!(
-            StrTemplate::parse("plain", &any_var)
-                .expect("parses")
-                .as_literal(),
+            StrTemplate::parse("plain", &any_var).expect("parses").as_literal(),
             Some("plain")
         );
     }
@@ -441,8 +413,7 @@ mod tests {
 
     #[test]
     fn tables_keep_their_order_and_fold_constants() {
-        let t: toml::Table =
-            toml::from_str("state = \"on\"\ntemperatureSetting = \"65\"\nn = 1").expect("toml");
+        let t: toml::Table = toml::from_str("state = \"on\"\ntemperatureSetting = \"65\"\nn = 1").expect("toml");
         let v = ValueTemplate::from_table(&t, &any_var).expect("template");
         assert!(matches!(v, ValueTemplate::Const(_)));
         assert_eq!(

@@ -143,11 +143,7 @@ when = { iot_edge = true }
         "d.toml:2:16: `default_rule` names unknown rule `nowhere`",
     ];
     for w in want {
-        assert!(
-            got.iter().any(|g| g == w),
-            "missing {w:?} in\n{}",
-            got.join("\n")
-        );
+        assert!(got.iter().any(|g| g == w), "missing {w:?} in\n{}", got.join("\n"));
     }
     assert_eq!(got.len(), want.len(), "{}", got.join("\n"));
 }
@@ -159,8 +155,7 @@ fn syntax_errors_are_located_and_other_files_still_checked() {
     let got = errors(vec![broken, bad_region]);
     assert!(got.iter().any(|g| g.starts_with("a.toml:3:")), "{got:?}");
     assert!(
-        got.iter()
-            .any(|g| g == "b.toml:3:10: hub `h`: unknown region `mars`"),
+        got.iter().any(|g| g == "b.toml:3:10: hub `h`: unknown region `mars`"),
         "{got:?}"
     );
 }
@@ -174,8 +169,7 @@ fn unknown_tables_keys_and_single_brackets_are_errors() {
         "{got:?}"
     );
     assert!(
-        got.iter()
-            .any(|g| g.starts_with("x.toml:3:2: unknown table `rules`")),
+        got.iter().any(|g| g.starts_with("x.toml:3:2: unknown table `rules`")),
         "{got:?}"
     );
     let got = errors(vec![src(
@@ -191,10 +185,7 @@ fn unknown_tables_keys_and_single_brackets_are_errors() {
         "z.toml",
         "[[rule]]\nname = \"r\"\nwhen = { registration_id = { prefx = \"x\" } }\n",
     )]);
-    assert!(
-        got.iter().any(|g| g.contains("unknown field `prefx`")),
-        "{got:?}"
-    );
+    assert!(got.iter().any(|g| g.contains("unknown field `prefx`")), "{got:?}");
 }
 
 #[test]
@@ -209,8 +200,7 @@ fn rejecting_rules_take_no_assignment_keys_and_need_a_4xx() {
         "{got:?}"
     );
     assert!(
-        got.iter()
-            .any(|g| g.contains("reject status 500 is not a 4xx status")),
+        got.iter().any(|g| g.contains("reject status 500 is not a 4xx status")),
         "{got:?}"
     );
     assert!(
@@ -254,13 +244,11 @@ fn a_tenant_cannot_test_tenant_and_rule_names_are_identifiers() {
         "[[tenant]]\nid = \"a\"\nwhen = { tenant = \"b\" }\n[[rule]]\nname = \"has space\"\n",
     )]);
     assert!(
-        got.iter()
-            .any(|g| g.contains("a tenant's `when` cannot test `tenant`")),
+        got.iter().any(|g| g.contains("a tenant's `when` cannot test `tenant`")),
         "{got:?}"
     );
     assert!(
-        got.iter()
-            .any(|g| g.contains("rule name `has space` must be letters")),
+        got.iter().any(|g| g.contains("rule name `has space` must be letters")),
         "{got:?}"
     );
 }
@@ -284,10 +272,7 @@ fn defaults_apply_and_the_revision_id_is_a_content_hash() {
     assert!(a.settings.sticky);
     assert_eq!(a.settings.geo.tie_band_km, 50.0);
     assert_eq!(a.settings.geo.lat_path.as_str(), "location.lat");
-    assert!(matches!(
-        a.rules[0].action,
-        Action::Assign(Strategy::WeightedHash)
-    ));
+    assert!(matches!(a.rules[0].action, Action::Assign(Strategy::WeightedHash)));
     assert_eq!(a.id.len(), 12);
     // The same files elsewhere give the same id; a changed byte gives another.
     let b = ok(vec![src("/elsewhere/a.toml", "[[rule]]\nname = \"r\"\n")]);
