@@ -236,19 +236,25 @@ fn describe_json_error(body: &[u8], err: serde_json::Error) -> RequestError {
         }
         Category::Data => {}
     }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return RequestError("request body must be a JSON object".to_owned());
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let path_err = serde_path_to_error::deserialize::<_, RawRequest<'_>>(&mut de).err();
     match path_err {
         Some(e) if e.path().iter().next().is_some() => {
-            RequestError(format!("`{}`: {}", e.path(), strip_position(&e.inner().to_string())))
+            RequestError(format!("`{}`: {}", e.path(), plain(&e.inner().to_string())))
         }
-        _ if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') => {
-            RequestError("request body must be a JSON object".to_owned())
-        }
-        _ => RequestError(format!(
-            "invalid AllocationRequest: {}",
-            strip_position(&err.to_string())
-        )),
+        _ => RequestError(format!("invalid AllocationRequest: {}", plain(&err.to_string()))),
+    }
+}
+
+/// serde's message without its position suffix and without the names of this crate's internal types.
+fn plain(msg: &str) -> String {
+    let msg = strip_position(msg);
+    match msg.find("expected struct ") {
+        Some(i) => format!("{}expected a JSON object", &msg[..i]),
+        None => msg.to_owned(),
     }
 }
 

@@ -73,6 +73,8 @@ fn run_server(listener: TcpListener, state: AppState, workers: Option<usize>) ->
             server = server.workers(n.max(1));
         }
         tracing::info!(%addr, "listening");
+        // A stable line for scripts and tests that start the server on port 0.
+        println!("dps-allocator listening on http://{addr}");
         server.run().await
     })
 }

@@ -1,0 +1,100 @@
+//! Builds the app in-process exactly as `serve` does, and talks to it.
+
+use std::path::{Path, PathBuf};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{App, test, web};
+use dps_allocator::http::{self, AppState, DECISION_HEADER};
+use dps_allocator::policy::{self, Revision};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Loads a policy directory, failing the test with every error.
+pub fn load(dir: &Path) -> Revision {
+    match policy::load_dir(dir) {
+        Ok(r) => r,
+        Err(e) => panic!("{}: {e}", dir.display()),
+    }
+}
+
+/// The shipped `policies/`.
+pub fn shipped() -> Revision {
+    load(&repo().join("policies"))
+}
+
+/// An in-process app serving a revision.
+pub async fn app(
+    rev: Revision,
+) -> impl Service<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    let state = web::Data::new(AppState::with_revision(rev));
+    test::init_service(App::new().app_data(state).configure(http::configure)).await
+}
+
+/// An in-process app with no policy loaded yet.
+pub async fn app_not_ready()
+-> impl Service<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    let state = web::Data::new(AppState::default());
+    test::init_service(App::new().app_data(state).configure(http::configure)).await
+}
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub decision: Option<String>,
+    pub content_type: Option<String>,
+    pub retry_after: Option<String>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Sends a request and collects the reply.
+pub async fn send<S, B>(app: &S, req: test::TestRequest) -> Reply
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let res = test::call_service(app, req.to_request()).await;
+    let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (status, decision, content_type, retry_after) = (
+        res.status().as_u16(),
+        header(DECISION_HEADER),
+        header("content-type"),
+        header("retry-after"),
+    );
+    let body = test::read_body(res).await.to_vec();
+    Reply {
+        status,
+        body,
+        decision,
+        content_type,
+        retry_after,
+    }
+}
+
+/// POSTs a body to `/api/allocate`.
+pub async fn allocate<S, B>(app: &S, body: impl Into<Vec<u8>>) -> Reply
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    send(
+        app,
+        test::TestRequest::post().uri("/api/allocate").set_payload(body.into()),
+    )
+    .await
+}
