@@ -19,7 +19,7 @@ pub struct ExplainArgs {
     /// Print the JSON document `/api/explain` serves instead of text.
     #[arg(long)]
     pub json: bool,
-    /// AllocationRequest JSON file, or `-` for standard input.
+    /// AllocationRequest JSON file (or a fixture file: its `request` is used), or `-` for standard input.
     pub file: PathBuf,
 }
 
@@ -47,6 +47,7 @@ pub fn run(args: ExplainArgs) -> Status {
             return Status::Error;
         }
     };
+    let body = fixture_request(&body).unwrap_or(body);
     let (answer, trace) = answer::explain(&body, &rev);
     let report = ExplainReport::new(&answer, &trace, &rev);
     if args.json {
@@ -61,6 +62,17 @@ pub fn run(args: ExplainArgs) -> Status {
         print!("{}", render_text(&report, &source.describe()));
     }
     Status::Ok
+}
+
+/// A fixture file (`{"description", "request", "expect"}`) explains its request.
+fn fixture_request(body: &[u8]) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object()?;
+    if obj.contains_key("expect") {
+        serde_json::to_vec(obj.get("request")?).ok()
+    } else {
+        None
+    }
 }
 
 /// The human-readable form of an explain report.
