@@ -96,32 +96,35 @@ async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Byte
     }
 }
 
-async fn allocate(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let body = match read_body(&req, payload).await {
-        Ok(b) => b,
-        Err(e) => return actix_web::ResponseError::error_response(&e),
-    };
-    let Some(rev) = state.policy.load_full() else {
-        return actix_web::ResponseError::error_response(&ApiError::not_ready());
-    };
-    let answer = answer::allocate(&body, &rev);
-    respond(answer, &rev)
+/// The body and the one revision that answers it from start to end.
+async fn body_and_revision(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(web::Bytes, Arc<Revision>), ApiError> {
+    let body = read_body(req, payload).await?;
+    let rev = state.policy.load_full().ok_or_else(ApiError::not_ready)?;
+    Ok((body, rev))
 }
 
-async fn explain(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let body = match read_body(&req, payload).await {
-        Ok(b) => b,
-        Err(e) => return actix_web::ResponseError::error_response(&e),
-    };
-    let Some(rev) = state.policy.load_full() else {
-        return actix_web::ResponseError::error_response(&ApiError::not_ready());
-    };
+async fn allocate(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (body, rev) = body_and_revision(&state, &req, payload).await?;
+    Ok(respond(answer::allocate(&body, &rev), &rev))
+}
+
+async fn explain(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (body, rev) = body_and_revision(&state, &req, payload).await?;
     let (answer, trace) = answer::explain(&body, &rev);
-    let report = ExplainReport::new(&answer, &trace, &rev);
-    match serde_json::to_vec(&report) {
-        Ok(body) => HttpResponse::Ok().content_type("application/json").body(body),
-        Err(_) => actix_web::ResponseError::error_response(&ApiError::internal()),
-    }
+    let report = serde_json::to_vec(&ExplainReport::new(&answer, &trace, &rev)).map_err(|_| ApiError::internal())?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(report))
 }
 
 /// The `explain` document: what allocate would answer, the decision and the trace.

@@ -285,3 +285,89 @@ fn the_trace_records_rules_candidates_and_scores() {
     assert_eq!(t.candidates.len(), 3);
     assert!(t.candidates.iter().all(|c| c.score.is_some()));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn catalogue() -> Revision {
+        policy(
+            r#"
+[[hub]]
+host = "a.azure-devices.net"
+weight = 3
+[[hub]]
+host = "b.azure-devices.net"
+state = "draining"
+[[hub]]
+host = "c.azure-devices.net"
+state = "disabled"
+[[hub]]
+host = "d.azure-devices.net"
+weight = 1000
+tags = { t = "x" }
+[[rule]]
+name = "tagged"
+when = { payload = { pick = "tagged" } }
+hubs = { tags = { t = "x" } }
+strategy = "static"
+[[rule]]
+name = "listed"
+when = { payload = { pick = "listed" } }
+hubs = ["c.azure-devices.net", "b.azure-devices.net", "a.azure-devices.net"]
+sticky = false
+[[rule]]
+name = "spread"
+rebalance_percent = 50
+"#,
+        )
+    }
+
+    fn host() -> impl proptest::strategy::Strategy<Value = String> {
+        prop_oneof![
+            Just("a.azure-devices.net".to_owned()),
+            Just("B.AZURE-DEVICES.NET".to_owned()),
+            Just("c.azure-devices.net".to_owned()),
+            Just("d.Azure-Devices.net".to_owned()),
+            "[a-z]{1,8}\\.azure-devices\\.net",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn an_assigned_hub_is_always_one_of_linked_hubs_spelled_as_sent(
+            id in "[A-Za-z0-9._:-]{1,128}",
+            linked in proptest::collection::vec(host(), 1..8),
+            current in proptest::option::of(host()),
+            pick in prop_oneof![Just("tagged"), Just("listed"), Just("other")],
+            never in any::<bool>(),
+        ) {
+            let rev = catalogue();
+            let mut body = json!({
+                "deviceRuntimeContext": { "registrationId": id, "payload": { "pick": pick } },
+                "linkedHubs": linked,
+                "enrollmentGroup": { "reprovisionPolicy": { "updateHubAssignment": !never } }
+            });
+            if let Some(c) = &current {
+                body["deviceRuntimeContext"]["currentIotHubHostName"] = json!(c);
+            }
+            let bytes = serde_json::to_vec(&body).expect("serializes");
+            let req = AllocationRequest::parse(&bytes).expect("valid");
+            let d = decide(&req, &rev, None);
+            if let Outcome::Assigned(a) = &d.outcome {
+                let chosen = req.linked_hubs[a.linked].as_str();
+                prop_assert!(linked.iter().any(|h| h == chosen));
+                let hub = rev.find_hub(chosen);
+                let is_current = current.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(chosen));
+                // Never a disabled hub, and a draining one only for its own device.
+                if let Some(h) = hub {
+                    match rev.hubs[h].state {
+                        HubState::Disabled => prop_assert!(never && is_current),
+                        HubState::Draining => prop_assert!(is_current),
+                        HubState::Active => {}
+                    }
+                }
+            }
+        }
+    }
+}
