@@ -7,8 +7,9 @@ mod serve;
 
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::geo::GeoIp;
 use crate::policy::{self, PolicyErrors, Revision};
 
 /// Custom allocation webhook for Azure IoT Hub Device Provisioning Service.
@@ -34,11 +35,35 @@ pub enum Command {
     Test {
         /// Policy directory [default: ./policies].
         dir: Option<PathBuf>,
+        /// GeoIP database for fixtures that locate devices by IP.
+        #[command(flatten)]
+        geoip: GeoIpArg,
     },
     /// Decide one AllocationRequest and print every step of the decision.
     Explain(explain::ExplainArgs),
     /// Print the JSON Schema of a policy file (for editor completion).
     Schema,
+}
+
+/// The `--geoip FILE` option shared by `serve`, `test` and `explain`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct GeoIpArg {
+    /// MaxMind GeoIP2/GeoLite2 City database (.mmdb) for locating devices by the IP in their payload.
+    #[arg(long = "geoip", env = "DPS_ALLOCATOR_GEOIP", value_name = "FILE")]
+    pub path: Option<PathBuf>,
+}
+
+impl GeoIpArg {
+    /// Opens and verifies the database; a bad file prints one line and yields exit status 2.
+    pub fn open(&self) -> Result<Option<GeoIp>, Status> {
+        match &self.path {
+            None => Ok(None),
+            Some(p) => GeoIp::open(p).map(Some).map_err(|e| {
+                eprintln!("error: {e}");
+                Status::Error
+            }),
+        }
+    }
 }
 
 /// Log output format.
@@ -67,7 +92,10 @@ pub fn run(cli: Cli) -> Status {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Check { dir } => check::check(&policy_dir(dir)),
-        Command::Test { dir } => check::test(&policy_dir(dir)),
+        Command::Test { dir, geoip } => match geoip.open() {
+            Ok(db) => check::test(&policy_dir(dir), db.as_ref()),
+            Err(status) => status,
+        },
         Command::Explain(args) => explain::run(args),
         Command::Schema => schema(),
     }

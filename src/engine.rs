@@ -16,12 +16,15 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::dps::AllocationRequest;
+use crate::geo::{self, GeoIp, LocationSource, Unknown};
 use crate::hashing::rebalance_bucket;
 use crate::policy::condition::Facts;
 use crate::policy::template::{ValueTemplate, Vars};
-use crate::policy::{Action, Fallback, HubState, Revision, Rule, Selector, Strategy, StrategyName, UnknownLinkedHubs};
+use crate::policy::{
+    Action, Fallback, GeoSettings, HubState, Revision, Rule, Selector, Strategy, StrategyName, UnknownLinkedHubs,
+};
 use rendezvous::Entrant;
-pub use trace::{CandidateTrace, RuleTrace, Trace};
+pub use trace::{CandidateTrace, LocationTrace, RuleTrace, Trace};
 
 /// IoT Hub's limit on twin tags, in bytes of JSON.
 pub const TWIN_TAGS_LIMIT: usize = 8 * 1024;
@@ -109,6 +112,16 @@ pub enum Reason {
     CurrentHubNotCandidate,
     /// The rule's selector leaves no eligible linked hub.
     NoCandidates,
+    /// geo-latency located the device.
+    Located(LocationSource),
+    /// geo-latency could not locate the device; the fallback decides.
+    LocationUnknown(Unknown),
+    /// No candidate has coordinates; the fallback decides.
+    NoCandidateCoordinates,
+    /// geo-latency kept the current hub: no candidate is nearer by more than `hysteresis_km`.
+    HysteresisKept,
+    /// This many candidates lie within `tie_band_km` of the nearest and were split by weighted hashing.
+    TieBand(u32),
     /// The strategy chose among this many candidates.
     Chose(StrategyName, u32),
 }
@@ -129,6 +142,16 @@ impl fmt::Display for Reason {
             Reason::NotSticky => f.write_str("rule is not sticky"),
             Reason::CurrentHubNotCandidate => f.write_str("current hub is no longer a candidate"),
             Reason::NoCandidates => f.write_str("no linked hub is eligible for the rule"),
+            Reason::Located(src) => write!(f, "device located by {}", src.as_str()),
+            Reason::LocationUnknown(why) => write!(f, "location unknown ({why}): fallback decides"),
+            Reason::NoCandidateCoordinates => f.write_str("no candidate hub has coordinates: fallback decides"),
+            Reason::HysteresisKept => {
+                f.write_str("kept the current hub: no candidate is nearer by more than hysteresis_km")
+            }
+            Reason::TieBand(n) => write!(
+                f,
+                "{n} candidates within tie_band_km of the nearest: split by weighted-hash"
+            ),
             Reason::Chose(s, n) => write!(f, "{} chose among {n} candidate(s)", s.as_str()),
         }
     }
@@ -145,13 +168,20 @@ struct Linked {
 struct Ctx<'c, 'a> {
     req: &'c AllocationRequest<'a>,
     rev: &'c Revision,
+    geoip: Option<&'c GeoIp>,
     device_key: u64,
     tenant: Option<usize>,
     current: Option<usize>,
 }
 
-/// Decides one request against one revision. Pure: the same inputs always give the same decision.
-pub fn decide(req: &AllocationRequest<'_>, rev: &Revision, mut trace: Option<&mut Trace>) -> Decision {
+/// Decides one request against one revision, with a GeoIP database when one is configured. Pure: the
+/// same inputs always give the same decision.
+pub fn decide(
+    req: &AllocationRequest<'_>,
+    rev: &Revision,
+    geoip: Option<&GeoIp>,
+    mut trace: Option<&mut Trace>,
+) -> Decision {
     let reg_lower = req.registration_id.as_str().to_ascii_lowercase();
     let current_lower = req.current_hub.as_ref().map(|h| h.as_str().to_ascii_lowercase());
     let mut facts = Facts {
@@ -232,6 +262,7 @@ pub fn decide(req: &AllocationRequest<'_>, rev: &Revision, mut trace: Option<&mu
     let cx = Ctx {
         req,
         rev,
+        geoip,
         device_key: seed.device_key(req.registration_id.as_str()),
         tenant,
         current,
@@ -269,14 +300,16 @@ pub fn decide(req: &AllocationRequest<'_>, rev: &Revision, mut trace: Option<&mu
 
     let n = candidates.len() as u32;
     let chosen = match strategy {
-        Strategy::Static => candidates[0],
-        Strategy::WeightedHash => cx.weighted(&candidates, trace),
-        Strategy::GeoLatency { fallback, .. } => match fallback {
-            Fallback::Static => candidates[0],
-            Fallback::WeightedHash => cx.weighted(&candidates, trace),
-        },
+        Strategy::Static => {
+            reasons.push(Reason::Chose(StrategyName::Static, n));
+            candidates[0]
+        }
+        Strategy::WeightedHash => {
+            reasons.push(Reason::Chose(StrategyName::WeightedHash, n));
+            cx.weighted(&candidates, trace)
+        }
+        Strategy::GeoLatency { geo, fallback } => cx.geo_latency(&candidates, geo, *fallback, &mut reasons, trace),
     };
-    reasons.push(Reason::Chose(strategy.name(), n));
     decision(
         cx.assign(rule, chosen.index, chosen.hub, strategy.name(), false),
         reasons,
@@ -402,6 +435,78 @@ impl Ctx<'_, '_> {
         }
         let i = rendezvous::choose(&entrants, self.device_key).unwrap_or(0);
         candidates[i]
+    }
+
+    /// The nearest candidate; within the tie band, split by weight; the current hub kept under hysteresis;
+    /// the fallback when the device or the candidates have no location.
+    fn geo_latency(
+        &self,
+        candidates: &[Cand],
+        geo: &GeoSettings,
+        fallback: Fallback,
+        reasons: &mut Vec<Reason>,
+        mut trace: Option<&mut Trace>,
+    ) -> Cand {
+        let located = geo::locate(self.req.payload.as_ref(), geo, self.geoip);
+        if let Some(t) = trace.as_deref_mut() {
+            t.location = Some(LocationTrace::new(&located));
+        }
+        let distances: Vec<(Cand, f64)> = match located.location {
+            None => {
+                reasons.push(Reason::LocationUnknown(located.why_unknown()));
+                Vec::new()
+            }
+            Some(loc) => {
+                reasons.push(Reason::Located(loc.source));
+                let d: Vec<(Cand, f64)> = candidates
+                    .iter()
+                    .filter_map(|c| {
+                        let at = self.rev.hubs[c.hub?].location?;
+                        Some((*c, geo::distance_km(loc.point, at)))
+                    })
+                    .collect();
+                if d.is_empty() {
+                    reasons.push(Reason::NoCandidateCoordinates);
+                }
+                d
+            }
+        };
+        if let Some(t) = trace.as_deref_mut() {
+            for (c, km) in &distances {
+                if let Some(ct) = t.candidates.iter_mut().find(|ct| ct.linked_index == c.index) {
+                    ct.distance_km = Some(*km);
+                }
+            }
+        }
+        let Some(nearest) = distances.iter().map(|(_, d)| *d).min_by(f64::total_cmp) else {
+            let n = candidates.len() as u32;
+            return match fallback {
+                Fallback::Static => {
+                    reasons.push(Reason::Chose(StrategyName::Static, n));
+                    candidates[0]
+                }
+                Fallback::WeightedHash => {
+                    reasons.push(Reason::Chose(StrategyName::WeightedHash, n));
+                    self.weighted(candidates, trace)
+                }
+            };
+        };
+        if let Some(&(cur, d)) = distances.iter().find(|(c, _)| Some(c.index) == self.current)
+            && d - nearest <= geo.hysteresis_km
+        {
+            reasons.push(Reason::HysteresisKept);
+            return cur;
+        }
+        let band: Vec<Cand> = distances
+            .iter()
+            .filter(|(_, d)| *d <= nearest + geo.tie_band_km)
+            .map(|(c, _)| *c)
+            .collect();
+        if band.len() > 1 {
+            reasons.push(Reason::TieBand(band.len() as u32));
+        }
+        reasons.push(Reason::Chose(StrategyName::GeoLatency, distances.len() as u32));
+        self.weighted(&band, trace)
     }
 
     fn assign(&self, rule: &Rule, linked: usize, hub: Option<usize>, strategy: StrategyName, sticky: bool) -> Outcome {

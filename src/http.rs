@@ -16,6 +16,7 @@ use arc_swap::ArcSwapOption;
 pub use answer::Answer;
 pub use error::ApiError;
 
+use crate::geo::GeoIp;
 use crate::policy::Revision;
 
 /// Request bodies larger than this get 413 (DPS messages are at most 96 KB).
@@ -24,11 +25,14 @@ pub const BODY_LIMIT: usize = 128 * 1024;
 /// The response header carrying the decision: `rule=...; strategy=...; sticky=...; revision=...`.
 pub const DECISION_HEADER: &str = "x-dps-allocator-decision";
 
-/// State shared by every worker: the active policy revision, swapped atomically on reload.
+/// State shared by every worker: the active policy revision (swapped atomically on reload) and the GeoIP
+/// database.
 #[derive(Clone, Default)]
 pub struct AppState {
     /// The active revision; `None` until one has loaded.
     pub policy: Arc<ArcSwapOption<Revision>>,
+    /// The GeoIP database, when configured.
+    pub geoip: Option<Arc<GeoIp>>,
 }
 
 impl AppState {
@@ -36,7 +40,14 @@ impl AppState {
     pub fn with_revision(rev: Revision) -> Self {
         AppState {
             policy: Arc::new(ArcSwapOption::from_pointee(rev)),
+            geoip: None,
         }
+    }
+
+    /// The same state with a GeoIP database.
+    pub fn with_geoip(mut self, geoip: Option<GeoIp>) -> Self {
+        self.geoip = geoip.map(Arc::new);
+        self
     }
 }
 
@@ -113,7 +124,7 @@ async fn allocate(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (body, rev) = body_and_revision(&state, &req, payload).await?;
-    Ok(respond(answer::allocate(&body, &rev), &rev))
+    Ok(respond(answer::allocate(&body, &rev, state.geoip.as_deref()), &rev))
 }
 
 async fn explain(
@@ -122,7 +133,7 @@ async fn explain(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (body, rev) = body_and_revision(&state, &req, payload).await?;
-    let (answer, trace) = answer::explain(&body, &rev);
+    let (answer, trace) = answer::explain(&body, &rev, state.geoip.as_deref());
     let report = serde_json::to_vec(&ExplainReport::new(&answer, &trace, &rev)).map_err(|_| ApiError::internal())?;
     Ok(HttpResponse::Ok().content_type("application/json").body(report))
 }

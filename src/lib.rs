@@ -9,6 +9,7 @@ pub mod cli;
 pub mod dps;
 pub mod engine;
 pub mod fixtures;
+pub mod geo;
 pub mod hashing;
 pub mod http;
 pub mod policy;

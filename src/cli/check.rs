@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::Status;
 use crate::fixtures::{self, Observed};
+use crate::geo::GeoIp;
 use crate::http::answer;
 use crate::policy::{self, Revision};
 
@@ -41,8 +42,8 @@ fn describe(rev: &Revision, dir: &Path) -> String {
     )
 }
 
-/// `dps-allocator test DIR`.
-pub fn test(dir: &Path) -> Status {
+/// `dps-allocator test DIR [--geoip FILE]`.
+pub fn test(dir: &Path, geoip: Option<&GeoIp>) -> Status {
     let rev = match policy::load_dir(dir) {
         Ok(rev) => rev,
         Err(errors) => {
@@ -66,7 +67,7 @@ pub fn test(dir: &Path) -> Status {
     }
     let mut failed = 0;
     for case in &cases {
-        let got = run_case(&rev, &case.body());
+        let got = run_case(&rev, geoip, &case.body());
         let diffs = case.check(&got);
         if diffs.is_empty() {
             println!("ok    {}: {}", case.name(), case.description);
@@ -83,8 +84,8 @@ pub fn test(dir: &Path) -> Status {
 }
 
 /// Runs one request body through the server's answer path and observes it as a client would.
-pub fn run_case(rev: &Revision, body: &[u8]) -> Observed {
-    let a = answer::allocate(body, rev);
+pub fn run_case(rev: &Revision, geoip: Option<&GeoIp>, body: &[u8]) -> Observed {
+    let a = answer::allocate(body, rev, geoip);
     let header = a.decision.as_ref().map(|_| a.summary(rev).header());
     Observed::from_parts(a.status, &a.body, header.as_deref())
 }

@@ -16,6 +16,9 @@ pub struct ExplainArgs {
     /// Policy directory [default: ./policies, else the embedded default].
     #[arg(long, env = "DPS_ALLOCATOR_POLICIES")]
     pub policies: Option<PathBuf>,
+    /// GeoIP database.
+    #[command(flatten)]
+    pub geoip: super::GeoIpArg,
     /// Print the JSON document `/api/explain` serves instead of text.
     #[arg(long)]
     pub json: bool,
@@ -25,6 +28,10 @@ pub struct ExplainArgs {
 
 /// Runs `explain`.
 pub fn run(args: ExplainArgs) -> Status {
+    let geoip = match args.geoip.open() {
+        Ok(db) => db,
+        Err(status) => return status,
+    };
     let source = PolicySource::resolve(args.policies);
     let rev = match source.load() {
         Ok(r) => r,
@@ -48,7 +55,7 @@ pub fn run(args: ExplainArgs) -> Status {
         }
     };
     let body = fixture_request(&body).unwrap_or(body);
-    let (answer, trace) = answer::explain(&body, &rev);
+    let (answer, trace) = answer::explain(&body, &rev, geoip.as_ref());
     let report = ExplainReport::new(&answer, &trace, &rev);
     if args.json {
         match serde_json::to_string_pretty(&report) {
@@ -119,6 +126,20 @@ pub fn render_text(r: &ExplainReport<'_>, source: &str) -> String {
                 let _ = write!(line, "  score {s:.6}");
             }
             let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
+    if let Some(l) = &r.trace.location {
+        match (l.source, l.lat, l.lon) {
+            (Some(src), Some(lat), Some(lon)) => {
+                let acc = l.accuracy_km.map(|a| format!(", accuracy {a} km")).unwrap_or_default();
+                let _ = writeln!(out, "location  {lat:.4}, {lon:.4} (from {}{acc})", src.as_str());
+            }
+            _ => {
+                let _ = writeln!(out, "location  unknown");
+            }
+        }
+        for miss in &l.misses {
+            let _ = writeln!(out, "  skipped: {miss}");
         }
     }
     let d = &r.decision;

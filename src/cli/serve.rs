@@ -18,6 +18,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "DPS_ALLOCATOR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// GeoIP database.
+    #[command(flatten)]
+    pub geoip: super::GeoIpArg,
     /// Log format.
     #[arg(long, env = "DPS_ALLOCATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -29,6 +32,13 @@ pub struct ServeArgs {
 /// Runs the server; returns when it has shut down.
 pub fn run(args: ServeArgs) -> Status {
     crate::telemetry::init(args.log_format);
+    let geoip = match args.geoip.open() {
+        Ok(db) => db,
+        Err(status) => return status,
+    };
+    if let Some(db) = &geoip {
+        tracing::info!(path = %db.path().display(), kind = db.database_type(), built = %db.build_date(), "GeoIP database opened");
+    }
     let source = PolicySource::resolve(args.policies.clone());
     let rev = match source.load() {
         Ok(rev) => rev,
@@ -52,7 +62,7 @@ pub fn run(args: ServeArgs) -> Status {
             return Status::Error;
         }
     };
-    let state = AppState::with_revision(rev);
+    let state = AppState::with_revision(rev).with_geoip(geoip);
     match run_server(listener, state, args.workers) {
         Ok(()) => Status::Ok,
         Err(e) => {

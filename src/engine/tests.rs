@@ -35,7 +35,7 @@ fn request(id: &str, linked: &[&str], current: Option<&str>, extra: Value) -> Ve
 
 fn run(rev: &Revision, body: &[u8]) -> (Decision, Option<String>) {
     let req = AllocationRequest::parse(body).expect("valid request");
-    let d = decide(&req, rev, None);
+    let d = decide(&req, rev, None, None);
     let host = match &d.outcome {
         Outcome::Assigned(a) => Some(req.linked_hubs[a.linked].as_str().to_owned()),
         _ => None,
@@ -277,8 +277,8 @@ fn the_trace_records_rules_candidates_and_scores() {
     let body = request("d", &["a", "b", "zz"], None, json!({}));
     let req = AllocationRequest::parse(&body).expect("valid");
     let mut t = Trace::default();
-    let d = decide(&req, &rev, Some(&mut t));
-    assert_eq!(d, decide(&req, &rev, None), "tracing never changes the decision");
+    let d = decide(&req, &rev, None, Some(&mut t));
+    assert_eq!(d, decide(&req, &rev, None, None), "tracing never changes the decision");
     assert_eq!(t.rules.len(), 2);
     assert_eq!(t.rules[0].failed.as_deref(), Some("iot_edge = true"));
     assert!(t.rules[1].matched);
@@ -353,7 +353,7 @@ rebalance_percent = 50
             }
             let bytes = serde_json::to_vec(&body).expect("serializes");
             let req = AllocationRequest::parse(&bytes).expect("valid");
-            let d = decide(&req, &rev, None);
+            let d = decide(&req, &rev, None, None);
             if let Outcome::Assigned(a) = &d.outcome {
                 let chosen = req.linked_hubs[a.linked].as_str();
                 prop_assert!(linked.iter().any(|h| h == chosen));

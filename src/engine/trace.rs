@@ -5,6 +5,8 @@
 use serde::Serialize;
 
 use crate::dps::AllocationRequest;
+use crate::geo::locate::Located;
+use crate::geo::{LocationSource, Unknown};
 use crate::policy::{HubState, Revision};
 
 /// What the engine did, step by step.
@@ -19,6 +21,39 @@ pub struct Trace {
     pub default_rule: Option<String>,
     /// Every linked hub, and whether it was a candidate.
     pub candidates: Vec<CandidateTrace>,
+    /// Where geo-latency located the device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<LocationTrace>,
+}
+
+/// The device's location as geo-latency saw it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LocationTrace {
+    /// Where it came from; `None` when unknown.
+    pub source: Option<LocationSource>,
+    /// Latitude.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// Longitude.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    /// GeoIP accuracy radius in km.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_km: Option<u16>,
+    /// Why sources present in the payload did not yield, in order.
+    pub misses: Vec<Unknown>,
+}
+
+impl LocationTrace {
+    pub(super) fn new(l: &Located) -> Self {
+        LocationTrace {
+            source: l.location.map(|x| x.source),
+            lat: l.location.map(|x| x.point.lat),
+            lon: l.location.map(|x| x.point.lon),
+            accuracy_km: l.location.and_then(|x| x.accuracy_km),
+            misses: l.misses.clone(),
+        }
+    }
 }
 
 /// One rule tried.

@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::ApiError;
 use crate::dps::{AllocationRequest, AllocationResponse};
 use crate::engine::{self, Decision, Outcome, Trace};
+use crate::geo::GeoIp;
 use crate::policy::{Action, Revision};
 
 /// Everything about one answered request: what goes on the wire and what the log records.
@@ -89,24 +90,24 @@ impl Summary<'_> {
     }
 }
 
-/// Answers one AllocationRequest body against a revision.
-pub fn allocate(body: &[u8], rev: &Revision) -> Answer {
-    answer(body, rev, None)
+/// Answers one AllocationRequest body against a revision (and the GeoIP database, when configured).
+pub fn allocate(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>) -> Answer {
+    answer(body, rev, geoip, None)
 }
 
 /// Like [`allocate`], recording the engine's trace.
-pub fn explain(body: &[u8], rev: &Revision) -> (Answer, Trace) {
+pub fn explain(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>) -> (Answer, Trace) {
     let mut trace = Trace::default();
-    let a = answer(body, rev, Some(&mut trace));
+    let a = answer(body, rev, geoip, Some(&mut trace));
     (a, trace)
 }
 
-fn answer(body: &[u8], rev: &Revision, trace: Option<&mut Trace>) -> Answer {
+fn answer(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>, trace: Option<&mut Trace>) -> Answer {
     let req = match AllocationRequest::parse(body) {
         Ok(r) => r,
         Err(e) => return Answer::error(ApiError::bad_request(e.0), None, None),
     };
-    let decision = engine::decide(&req, rev, trace);
+    let decision = engine::decide(&req, rev, geoip, trace);
     let registration_id = Some(req.registration_id.as_str().to_owned());
     match &decision.outcome {
         Outcome::Assigned(a) => {

@@ -1,0 +1,48 @@
+//! Geo: where a device is, and how far each hub is from it.
+//!
+//! [`geoip`] opens and checks a MaxMind City database and looks IPs up through a cache that belongs to
+//! that database (so a new database can never be answered from an old one's cache). [`locate`] finds a
+//! device's location in its payload (coordinates, else an IP through GeoIP, else an Azure region name).
+//! [`distance_km`] is the great-circle distance the geo-latency strategy ranks hubs by. [`mmdb`] writes
+//! small MaxMind databases for tests, benchmarks and demos.
+
+pub mod geoip;
+pub mod locate;
+pub mod mmdb;
+
+use geo::{Distance, Haversine, Point};
+
+pub use geoip::{GeoIp, GeoIpError, IpLookup};
+pub use locate::{DeviceLocation, LocationSource, Unknown, locate};
+
+use crate::policy::LatLon;
+
+/// Great-circle (haversine) distance in kilometres, on a sphere of the Earth's mean radius.
+pub fn distance_km(a: LatLon, b: LatLon) -> f64 {
+    Haversine.distance(Point::new(a.lon, a.lat), Point::new(b.lon, b.lat)) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distances_match_known_great_circles() {
+        let london = LatLon {
+            lat: 51.5074,
+            lon: -0.1278,
+        };
+        let paris = LatLon {
+            lat: 48.8566,
+            lon: 2.3522,
+        };
+        let d = distance_km(london, paris);
+        assert!((d - 343.5).abs() < 2.0, "{d}");
+        assert!(distance_km(london, london).abs() < 1e-9);
+        let antipode = LatLon {
+            lat: -51.5074,
+            lon: 179.8722,
+        };
+        assert!((distance_km(london, antipode) - 20_015.0).abs() < 20.0);
+    }
+}

@@ -1,0 +1,245 @@
+//! A MaxMind GeoIP2 / GeoLite2 City database: opened and fully checked at start-up (missing, unreadable,
+//! corrupt or wrong-type files are refused with one clear message), then looked up through a moka cache
+//! owned by this database instance.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use maxminddb::{PathElement, Reader};
+use serde::Deserialize;
+
+/// Entries in the lookup cache.
+pub const CACHE_CAPACITY: u64 = 65_536;
+
+/// An open, verified City database.
+pub struct GeoIp {
+    reader: Reader<Vec<u8>>,
+    path: PathBuf,
+    cache: moka::sync::Cache<IpAddr, IpLookup>,
+}
+
+impl std::fmt::Debug for GeoIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoIp")
+            .field("path", &self.path)
+            .field("type", &self.database_type())
+            .finish()
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IpLookup {
+    /// A location.
+    Found {
+        /// Latitude.
+        lat: f64,
+        /// Longitude.
+        lon: f64,
+        /// MaxMind's accuracy radius in km (67 % confidence), when given.
+        accuracy_km: Option<u16>,
+    },
+    /// The database has no location for this address.
+    NotFound,
+    /// The record could not be decoded (a damaged database).
+    Error,
+}
+
+/// Why a database was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GeoIpError {
+    /// The file does not exist or cannot be read.
+    #[error("GeoIP database `{0}`: cannot read: {1}")]
+    Unreadable(PathBuf, String),
+    /// The file is not a valid MaxMind database.
+    #[error("GeoIP database `{0}`: corrupt: {1}")]
+    Corrupt(PathBuf, String),
+    /// A valid database without city locations (Country, ASN, …).
+    #[error("GeoIP database `{0}`: type `{1}` has no city locations (use a GeoIP2 or GeoLite2 City database)")]
+    WrongType(PathBuf, String),
+}
+
+#[derive(Deserialize)]
+struct Location {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    accuracy_radius: Option<u16>,
+}
+
+impl GeoIp {
+    /// Opens a database, checks that it holds city locations, and verifies the whole file.
+    pub fn open(path: &Path) -> Result<GeoIp, GeoIpError> {
+        let owned = path.to_path_buf();
+        std::fs::metadata(path).map_err(|e| GeoIpError::Unreadable(owned.clone(), e.to_string()))?;
+        // Read into memory rather than memory-mapped: a mapping of a file replaced in place is undefined
+        // behaviour, and the crate forbids unsafe code. The cost is RSS of about the file's size.
+        let reader = Reader::open_readfile(path).map_err(|e| match e {
+            maxminddb::MaxMindDbError::Io(io) => GeoIpError::Unreadable(owned.clone(), io.to_string()),
+            other => GeoIpError::Corrupt(owned.clone(), other.to_string()),
+        })?;
+        let kind = reader.metadata().database_type.clone();
+        if !(kind.contains("City") || kind.contains("Enterprise")) {
+            return Err(GeoIpError::WrongType(owned, kind));
+        }
+        reader
+            .verify()
+            .map_err(|e| GeoIpError::Corrupt(owned.clone(), e.to_string()))?;
+        Ok(GeoIp {
+            reader,
+            path: owned,
+            cache: moka::sync::Cache::new(CACHE_CAPACITY),
+        })
+    }
+
+    /// The file it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `GeoIP2-City`, `GeoLite2-City`, …
+    pub fn database_type(&self) -> &str {
+        &self.reader.metadata().database_type
+    }
+
+    /// When MaxMind built the database, in seconds since the Unix epoch.
+    pub fn build_epoch(&self) -> u64 {
+        self.reader.metadata().build_epoch
+    }
+
+    /// The build date as `YYYY-MM-DD`.
+    pub fn build_date(&self) -> String {
+        let t = UNIX_EPOCH + Duration::from_secs(self.build_epoch());
+        humantime_date(t)
+    }
+
+    /// Looks an address up (cached).
+    pub fn lookup(&self, ip: IpAddr) -> IpLookup {
+        if let Some(hit) = self.cache.get(&ip) {
+            return hit;
+        }
+        let found = self.lookup_uncached(ip);
+        self.cache.insert(ip, found);
+        found
+    }
+
+    /// Looks an address up in the database itself.
+    pub fn lookup_uncached(&self, ip: IpAddr) -> IpLookup {
+        let Ok(result) = self.reader.lookup(ip) else {
+            return IpLookup::Error;
+        };
+        match result.decode_path::<Location>(&[PathElement::Key("location")]) {
+            Ok(Some(Location {
+                latitude: Some(lat),
+                longitude: Some(lon),
+                accuracy_radius,
+            })) => IpLookup::Found {
+                lat,
+                lon,
+                accuracy_km: accuracy_radius,
+            },
+            Ok(_) => IpLookup::NotFound,
+            Err(_) => IpLookup::Error,
+        }
+    }
+
+    /// Entries in the lookup cache now.
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+/// A UTC calendar date, without pulling in a date crate for one line of `/status`.
+fn humantime_date(t: std::time::SystemTime) -> String {
+    let days = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::mmdb::{NetworkRecord, write_city_db};
+
+    fn temp_db(name: &str, bytes: &[u8]) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("dps-allocator-{}-{name}.mmdb", std::process::id()));
+        std::fs::write(&p, bytes).expect("writes");
+        p
+    }
+
+    fn records() -> Vec<NetworkRecord> {
+        vec![NetworkRecord {
+            network: "192.0.2.0/24".into(),
+            lat: 52.37,
+            lon: 4.89,
+            accuracy_km: 20,
+            city: "Amsterdam".into(),
+            country: "NL".into(),
+        }]
+    }
+
+    #[test]
+    fn a_city_database_opens_and_answers_through_its_cache() {
+        let p = temp_db(
+            "ok",
+            &write_city_db(&records(), "DPS-Allocator-Test-City", 1_767_225_600).expect("db"),
+        );
+        let db = GeoIp::open(&p).expect("opens");
+        assert_eq!(db.build_date(), "2026-01-01");
+        let ip: IpAddr = "192.0.2.9".parse().expect("ip");
+        let want = IpLookup::Found {
+            lat: 52.37,
+            lon: 4.89,
+            accuracy_km: Some(20),
+        };
+        assert_eq!(db.lookup(ip), want);
+        assert_eq!(db.lookup(ip), want);
+        assert_eq!(db.cache_entries(), 1);
+        assert_eq!(db.lookup("203.0.113.1".parse().expect("ip")), IpLookup::NotFound);
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn missing_corrupt_and_wrong_type_databases_are_refused_with_one_line() {
+        let missing = GeoIp::open(Path::new("/nonexistent/GeoLite2-City.mmdb")).expect_err("missing");
+        assert!(matches!(missing, GeoIpError::Unreadable(..)), "{missing}");
+        let good = write_city_db(&records(), "DPS-Allocator-Test-City", 0).expect("db");
+        let truncated = temp_db("truncated", &good[..good.len() / 2]);
+        assert!(matches!(GeoIp::open(&truncated), Err(GeoIpError::Corrupt(..))));
+        let mut damaged = good.clone();
+        // Point the first record past the end of the data section.
+        damaged[0..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let damaged = temp_db("damaged", &damaged);
+        assert!(matches!(GeoIp::open(&damaged), Err(GeoIpError::Corrupt(..))));
+        let country = temp_db("country", &write_city_db(&records(), "GeoIP2-Country", 0).expect("db"));
+        let e = GeoIp::open(&country).expect_err("wrong type");
+        assert!(matches!(e, GeoIpError::WrongType(..)));
+        assert!(!e.to_string().contains('\n'));
+        for p in [truncated, damaged, country] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(humantime_date(UNIX_EPOCH), "1970-01-01");
+        assert_eq!(
+            humantime_date(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29"
+        );
+        assert_eq!(
+            humantime_date(UNIX_EPOCH + Duration::from_secs(1_770_245_369)),
+            "2026-02-04"
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! Where a device is, from what it reports in its registration payload. DPS never tells the webhook the
+//! device's IP, so the device must send one of: coordinates, an IP address (looked up in the GeoIP
+//! database), or an Azure region name. The first that yields wins; anything invalid counts as unknown
+//! (never an error), and the reasons are kept for the decision and `explain`.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{GeoIp, IpLookup};
+use crate::policy::{GeoSettings, LatLon};
+use crate::regions;
+
+/// Where a location came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocationSource {
+    /// Coordinates in the payload.
+    Coordinates,
+    /// An IP address in the payload, through GeoIP.
+    Ip,
+    /// An Azure region name in the payload.
+    Region,
+}
+
+impl LocationSource {
+    /// The name used in reasons and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocationSource::Coordinates => "coordinates",
+            LocationSource::Ip => "ip",
+            LocationSource::Region => "region",
+        }
+    }
+}
+
+/// A device's location.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceLocation {
+    /// Where it came from.
+    pub source: LocationSource,
+    /// The point.
+    pub point: LatLon,
+    /// GeoIP's accuracy radius, for IP locations.
+    pub accuracy_km: Option<u16>,
+}
+
+/// Why a source did not yield a location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unknown {
+    /// The device sent no payload, or none of the configured paths.
+    NotReported,
+    /// Coordinates present but not numbers within range (or only one of the two).
+    InvalidCoordinates,
+    /// The IP path holds no valid IP address.
+    InvalidIp,
+    /// An IP was sent but no GeoIP database is configured.
+    NoGeoIpDatabase,
+    /// The GeoIP database has no location for the IP.
+    IpNotFound,
+    /// The GeoIP record is less accurate than `max_accuracy_km`.
+    LowAccuracy,
+    /// The GeoIP record could not be decoded.
+    GeoIpError,
+    /// The region path holds no known Azure region name.
+    UnknownRegion,
+}
+
+impl fmt::Display for Unknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unknown::NotReported => "the payload reports no location",
+            Unknown::InvalidCoordinates => "payload coordinates are invalid",
+            Unknown::InvalidIp => "payload IP address is invalid",
+            Unknown::NoGeoIpDatabase => "an IP was reported but no GeoIP database is configured",
+            Unknown::IpNotFound => "the GeoIP database has no location for the IP",
+            Unknown::LowAccuracy => "the GeoIP location is less accurate than max_accuracy_km",
+            Unknown::GeoIpError => "the GeoIP record could not be read",
+            Unknown::UnknownRegion => "payload region is not a known Azure region",
+        })
+    }
+}
+
+/// The outcome of locating a device: the location, and why earlier sources did not yield.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Located {
+    /// The location, when any source yielded.
+    pub location: Option<DeviceLocation>,
+    /// In source order, why each source that was present did not yield.
+    pub misses: Vec<Unknown>,
+}
+
+impl Located {
+    /// The reason a location is unknown: the first present source's failure, else "not reported".
+    pub fn why_unknown(&self) -> Unknown {
+        self.misses.first().copied().unwrap_or(Unknown::NotReported)
+    }
+}
+
+/// Locates a device from its payload with the rule's geo settings.
+pub fn locate(payload: Option<&Value>, geo: &GeoSettings, geoip: Option<&GeoIp>) -> Located {
+    let mut out = Located::default();
+    let Some(payload) = payload else { return out };
+
+    let lat = geo.lat_path.lookup(payload);
+    let lon = geo.lon_path.lookup(payload);
+    if lat.is_some() || lon.is_some() {
+        match (lat.and_then(number), lon.and_then(number)) {
+            (Some(lat), Some(lon)) if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) => {
+                out.location = Some(DeviceLocation {
+                    source: LocationSource::Coordinates,
+                    point: LatLon { lat, lon },
+                    accuracy_km: None,
+                });
+                return out;
+            }
+            _ => out.misses.push(Unknown::InvalidCoordinates),
+        }
+    }
+
+    if let Some(v) = geo.ip_path.lookup(payload) {
+        match v.as_str().and_then(|s| s.trim().parse::<IpAddr>().ok()) {
+            None => out.misses.push(Unknown::InvalidIp),
+            Some(ip) => match geoip.map(|db| db.lookup(ip)) {
+                None => out.misses.push(Unknown::NoGeoIpDatabase),
+                Some(IpLookup::NotFound) => out.misses.push(Unknown::IpNotFound),
+                Some(IpLookup::Error) => out.misses.push(Unknown::GeoIpError),
+                Some(IpLookup::Found { lat, lon, accuracy_km }) => {
+                    if accuracy_km.is_some_and(|a| f64::from(a) > geo.max_accuracy_km) {
+                        out.misses.push(Unknown::LowAccuracy);
+                    } else {
+                        out.location = Some(DeviceLocation {
+                            source: LocationSource::Ip,
+                            point: LatLon { lat, lon },
+                            accuracy_km,
+                        });
+                        return out;
+                    }
+                }
+            },
+        }
+    }
+
+    if let Some(v) = geo.region_path.lookup(payload) {
+        match v.as_str().and_then(regions::find) {
+            Some(r) => {
+                out.location = Some(DeviceLocation {
+                    source: LocationSource::Region,
+                    point: LatLon { lat: r.lat, lon: r.lon },
+                    accuracy_km: None,
+                });
+                return out;
+            }
+            None => out.misses.push(Unknown::UnknownRegion),
+        }
+    }
+    out
+}
+
+/// A coordinate: a JSON number, or a string holding one.
+fn number(v: &Value) -> Option<f64> {
+    let x = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    x.is_finite().then_some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::condition::JsonPath;
+    use serde_json::json;
+
+    fn settings() -> GeoSettings {
+        GeoSettings {
+            tie_band_km: 50.0,
+            hysteresis_km: 200.0,
+            max_accuracy_km: 1000.0,
+            lat_path: JsonPath::builtin("location.lat"),
+            lon_path: JsonPath::builtin("location.lon"),
+            ip_path: JsonPath::builtin("ip"),
+            region_path: JsonPath::builtin("region"),
+        }
+    }
+
+    #[test]
+    fn coordinates_win_and_may_be_numeric_strings() {
+        let l = locate(
+            Some(&json!({"location": {"lat": "52.3", "lon": 4.9}, "region": "eastus"})),
+            &settings(),
+            None,
+        );
+        let loc = l.location.expect("located");
+        assert_eq!(
+            (loc.source, loc.point),
+            (LocationSource::Coordinates, LatLon { lat: 52.3, lon: 4.9 })
+        );
+    }
+
+    #[test]
+    fn invalid_coordinates_fall_through_to_the_next_source() {
+        for bad in [
+            json!({"lat": 91, "lon": 0}),
+            json!({"lat": "x", "lon": 0}),
+            json!({"lat": 1}),
+            json!({"lat": null, "lon": []}),
+        ] {
+            let l = locate(Some(&json!({"location": bad, "region": "uksouth"})), &settings(), None);
+            assert_eq!(l.location.map(|x| x.source), Some(LocationSource::Region), "{bad}");
+            assert_eq!(l.misses, vec![Unknown::InvalidCoordinates]);
+        }
+    }
+
+    #[test]
+    fn an_ip_without_a_database_is_unknown_and_says_so() {
+        let l = locate(Some(&json!({"ip": "192.0.2.1"})), &settings(), None);
+        assert_eq!((l.location, l.why_unknown()), (None, Unknown::NoGeoIpDatabase));
+        let l = locate(Some(&json!({"ip": "not-an-ip"})), &settings(), None);
+        assert_eq!(l.why_unknown(), Unknown::InvalidIp);
+        let l = locate(Some(&json!({"ip": 42})), &settings(), None);
+        assert_eq!(l.why_unknown(), Unknown::InvalidIp);
+    }
+
+    #[test]
+    fn regions_resolve_and_nothing_reported_is_unknown() {
+        let l = locate(Some(&json!({"region": "JapanEast"})), &settings(), None);
+        assert_eq!(l.location.map(|x| x.source), Some(LocationSource::Region));
+        let l = locate(Some(&json!({"region": "atlantis"})), &settings(), None);
+        assert_eq!(l.why_unknown(), Unknown::UnknownRegion);
+        assert_eq!(
+            locate(Some(&json!({"model": "x"})), &settings(), None).why_unknown(),
+            Unknown::NotReported
+        );
+        assert_eq!(locate(None, &settings(), None).why_unknown(), Unknown::NotReported);
+    }
+}
