@@ -371,3 +371,143 @@ rebalance_percent = 50
         }
     }
 }
+
+mod geo_latency {
+    use super::*;
+    use crate::geo::GeoIp;
+    use crate::geo::mmdb::{NetworkRecord, write_city_db};
+    use proptest::prelude::{Just, any, prop_assert, prop_oneof, proptest};
+    use proptest::strategy::Strategy as _;
+
+    const GEO: &str = r#"
+[settings]
+hash_seed = "geo"
+[[hub]]
+host = "weu-a"
+region = "westeurope"
+weight = 3
+[[hub]]
+host = "weu-b"
+region = "westeurope"
+weight = 1
+[[hub]]
+host = "jpe"
+region = "japaneast"
+[[hub]]
+host = "far"
+location = { lat = -45.0, lon = 170.0 }
+[[rule]]
+name = "near"
+strategy = "geo-latency"
+sticky = false
+"#;
+
+    fn geoip() -> GeoIp {
+        let records = vec![NetworkRecord {
+            network: "192.0.2.0/24".into(),
+            lat: 52.37,
+            lon: 4.89,
+            accuracy_km: 5,
+            city: "Amsterdam".into(),
+            country: "NL".into(),
+        }];
+        let path = std::env::temp_dir().join(format!("dps-engine-geo-{}.mmdb", std::process::id()));
+        std::fs::write(&path, write_city_db(&records, "T-City", 0).expect("db")).expect("write");
+        let db = GeoIp::open(&path).expect("opens");
+        let _ = std::fs::remove_file(&path);
+        db
+    }
+
+    fn pick(rev: &Revision, db: Option<&GeoIp>, id: &str, payload: Value, current: Option<&str>) -> Decision {
+        let body = request(
+            id,
+            &["weu-a", "weu-b", "jpe", "far"],
+            current,
+            json!({ "payload": payload }),
+        );
+        let req = AllocationRequest::parse(&body).expect("valid");
+        decide(&req, rev, db, None)
+    }
+
+    fn host(d: &Decision) -> usize {
+        match &d.outcome {
+            Outcome::Assigned(a) => a.linked,
+            other => panic!("not assigned: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tie_inside_the_band_is_split_by_weight() {
+        let rev = policy(GEO);
+        let db = geoip();
+        let n = 10_000;
+        let on_a = (0..n)
+            .filter(|i| {
+                host(&pick(
+                    &rev,
+                    Some(&db),
+                    &format!("v{i}"),
+                    json!({ "ip": "192.0.2.1" }),
+                    None,
+                )) == 0
+            })
+            .count();
+        let share = on_a as f64 / f64::from(n);
+        assert!((share - 0.75).abs() < 0.02, "weu-a share {share}");
+    }
+
+    #[test]
+    fn without_a_database_an_ip_location_is_unknown_and_the_decision_says_so() {
+        let rev = policy(GEO);
+        let d = pick(&rev, None, "v", json!({ "ip": "192.0.2.1" }), None);
+        assert!(
+            d.reasons.contains(&Reason::LocationUnknown(Unknown::NoGeoIpDatabase)),
+            "{:?}",
+            d.reasons
+        );
+        assert!(d.reasons.contains(&Reason::Chose(StrategyName::WeightedHash, 4)));
+    }
+
+    #[test]
+    fn hysteresis_keeps_the_current_hub_until_another_is_nearer_by_more_than_the_margin() {
+        let rev = policy(GEO);
+        // Tokyo device currently on the far hub: Japan East is thousands of km nearer, so it moves.
+        let d = pick(&rev, None, "v", json!({ "region": "japaneast" }), Some("far"));
+        assert_eq!(host(&d), 2);
+        // A device near Japan East and already on it stays (the margin is measured against the nearest).
+        let d = pick(
+            &rev,
+            None,
+            "v",
+            json!({ "location": { "lat": 35.0, "lon": 138.5 } }),
+            Some("jpe"),
+        );
+        assert_eq!((host(&d), d.reasons.contains(&Reason::HysteresisKept)), (2, true));
+        // Amsterdam device on Japan East: West Europe is far nearer than the 200 km margin.
+        let d = pick(
+            &rev,
+            None,
+            "v",
+            json!({ "location": { "lat": 52.37, "lon": 4.89 } }),
+            Some("jpe"),
+        );
+        assert!(host(&d) < 2);
+    }
+
+    proptest! {
+        #[test]
+        fn no_payload_ever_breaks_a_geo_decision(
+            lat in prop_oneof![any::<f64>().prop_map(|x| json!(x)), ".{0,12}".prop_map(|s| json!(s)), Just(json!(null)), Just(json!([1]))],
+            lon in prop_oneof![any::<f64>().prop_map(|x| json!(x)), ".{0,12}".prop_map(|s| json!(s)), Just(json!({}))],
+            ip in prop_oneof![".{0,40}".prop_map(|s| json!(s)), any::<[u8; 4]>().prop_map(|b| json!(std::net::Ipv4Addr::from(b).to_string())), any::<u128>().prop_map(|b| json!(std::net::Ipv6Addr::from(b).to_string())), Just(json!(7))],
+            region in prop_oneof![".{0,20}".prop_map(|s| json!(s)), Just(json!("westeurope")), Just(json!(false))],
+        ) {
+            let rev = policy(GEO);
+            let db = geoip();
+            let payload = json!({ "location": { "lat": lat, "lon": lon }, "ip": ip, "region": region });
+            let d = pick(&rev, Some(&db), "v", payload, Some("weu-b"));
+            let assigned = matches!(d.outcome, Outcome::Assigned(Assignment { linked: 0..=3, .. }));
+            prop_assert!(assigned, "not assigned to a linked hub: {:?}", d.outcome);
+        }
+    }
+}

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, test, web};
+use dps_allocator::geo::GeoIp;
+use dps_allocator::geo::mmdb::{NetworkRecord, write_city_db};
 use dps_allocator::http::{self, AppState, DECISION_HEADER};
 use dps_allocator::policy::{self, Revision};
 
@@ -26,11 +28,27 @@ pub fn shipped() -> Revision {
     load(&repo().join("policies"))
 }
 
-/// An in-process app serving a revision.
+/// Builds the test GeoIP database from `testdata/geoip/networks.json` into a file of its own and opens it.
+pub fn test_geoip() -> GeoIp {
+    let text = std::fs::read_to_string(repo().join("testdata/geoip/networks.json")).expect("test networks");
+    let records: Vec<NetworkRecord> = serde_json::from_str(&text).expect("valid networks");
+    let db = write_city_db(&records, "DPS-Allocator-Test-City", 1_767_225_600).expect("writes");
+    let path = std::env::temp_dir().join(format!(
+        "dps-allocator-test-city-{}-{:?}.mmdb",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&path, db).expect("writes the database");
+    let geoip = GeoIp::open(&path).expect("opens");
+    let _ = std::fs::remove_file(&path);
+    geoip
+}
+
+/// An in-process app serving a revision, with the test GeoIP database.
 pub async fn app(
     rev: Revision,
 ) -> impl Service<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
-    let state = web::Data::new(AppState::with_revision(rev));
+    let state = web::Data::new(AppState::with_revision(rev).with_geoip(Some(test_geoip())));
     test::init_service(App::new().app_data(state).configure(http::configure)).await
 }
 

@@ -176,3 +176,26 @@ fn check_reports_every_error_and_exits_1_and_test_passes_the_shipped_fixtures() 
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_missing_or_corrupt_geoip_database_stops_start_up_with_one_line_and_exit_code_2() {
+    let dir = std::env::temp_dir().join(format!("dps-allocator-geoip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let truncated = dir.join("truncated.mmdb");
+    std::fs::write(&truncated, b"\xAB\xCD\xEFMaxMind.com not really").expect("write");
+    let garbage = dir.join("garbage.mmdb");
+    std::fs::write(&garbage, vec![7u8; 4096]).expect("write");
+    for db in [dir.join("missing.mmdb"), truncated, garbage] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--geoip"])
+            .arg(&db)
+            .current_dir(repo())
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", db.display());
+        assert_eq!(err.lines().count(), 1, "{}: {err}", db.display());
+        assert!(err.starts_with("error: GeoIP database `"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
