@@ -17,6 +17,7 @@ pub struct GeoIp {
     reader: Reader<Vec<u8>>,
     path: PathBuf,
     cache: moka::sync::Cache<IpAddr, IpLookup>,
+    cached: bool,
 }
 
 impl std::fmt::Debug for GeoIp {
@@ -70,6 +71,11 @@ struct Location {
 impl GeoIp {
     /// Opens a database, checks that it holds city locations, and verifies the whole file.
     pub fn open(path: &Path) -> Result<GeoIp, GeoIpError> {
+        Self::open_with_cache(path, CACHE_CAPACITY)
+    }
+
+    /// Like [`GeoIp::open`] with a lookup cache of `capacity` entries (0: every lookup reads the database).
+    pub fn open_with_cache(path: &Path, capacity: u64) -> Result<GeoIp, GeoIpError> {
         let owned = path.to_path_buf();
         std::fs::metadata(path).map_err(|e| GeoIpError::Unreadable(owned.clone(), e.to_string()))?;
         // Read into memory rather than memory-mapped: a mapping of a file replaced in place is undefined
@@ -88,7 +94,8 @@ impl GeoIp {
         Ok(GeoIp {
             reader,
             path: owned,
-            cache: moka::sync::Cache::new(CACHE_CAPACITY),
+            cache: moka::sync::Cache::new(capacity),
+            cached: capacity > 0,
         })
     }
 
@@ -115,6 +122,9 @@ impl GeoIp {
 
     /// Looks an address up (cached).
     pub fn lookup(&self, ip: IpAddr) -> IpLookup {
+        if !self.cached {
+            return self.lookup_uncached(ip);
+        }
         if let Some(hit) = self.cache.get(&ip) {
             return hit;
         }
