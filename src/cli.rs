@@ -5,12 +5,13 @@ mod check;
 mod explain;
 mod serve;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::geo::GeoIp;
-use crate::policy::{self, PolicyErrors, Revision};
+use crate::policy;
+pub use crate::reload::PolicySource;
 
 /// Custom allocation webhook for Azure IoT Hub Device Provisioning Service.
 #[derive(Debug, Parser)]
@@ -101,48 +102,8 @@ pub fn run(cli: Cli) -> Status {
     }
 }
 
-/// The directory to use when none is given.
-pub const DEFAULT_POLICY_DIR: &str = "policies";
-
 fn policy_dir(dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_DIR))
-}
-
-/// Where a command's policy comes from: the given directory, else `./policies` when present, else the
-/// embedded default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicySource {
-    /// A directory.
-    Dir(PathBuf),
-    /// The policy compiled into the binary.
-    Embedded,
-}
-
-impl PolicySource {
-    /// Resolves the source from an optional `--policies`.
-    pub fn resolve(dir: Option<PathBuf>) -> Self {
-        match dir {
-            Some(d) => PolicySource::Dir(d),
-            None if Path::new(DEFAULT_POLICY_DIR).is_dir() => PolicySource::Dir(PathBuf::from(DEFAULT_POLICY_DIR)),
-            None => PolicySource::Embedded,
-        }
-    }
-
-    /// Loads and compiles the policy.
-    pub fn load(&self) -> Result<Revision, PolicyErrors> {
-        match self {
-            PolicySource::Dir(d) => policy::load_dir(d),
-            PolicySource::Embedded => policy::embedded_default(),
-        }
-    }
-
-    /// How to name the source to people.
-    pub fn describe(&self) -> String {
-        match self {
-            PolicySource::Dir(d) => d.display().to_string(),
-            PolicySource::Embedded => "the embedded default policy".to_owned(),
-        }
-    }
+    dir.unwrap_or_else(|| PathBuf::from(crate::reload::DEFAULT_POLICY_DIR))
 }
 
 fn schema() -> Status {

@@ -12,7 +12,7 @@ pub mod mmdb;
 
 use geo::{Distance, Haversine, Point};
 
-pub use geoip::{GeoIp, GeoIpError, IpLookup};
+pub use geoip::{GeoIp, GeoIpError, GeoIpStats, IpLookup};
 pub use locate::{DeviceLocation, LocationSource, Unknown, locate};
 
 use crate::policy::LatLon;

@@ -1,23 +1,35 @@
-//! The HTTP layer (actix-web): routes, thin handlers, the body limit.
+//! The HTTP layer (actix-web): routes, thin handlers, the body limit, keys, the Functions envelope.
 //!
-//! [`configure`] registers every route; `serve` and the in-process tests both use it. Handlers extract the
-//! body, load the active revision once (a request sees exactly one revision from start to end), call
-//! [`answer`] and map the result. Error statuses and bodies come from [`ApiError`] alone.
+//! [`configure`] registers every route and [`app`] wraps them with the request span; `serve` and the
+//! in-process tests both use them. An allocation handler checks the key, reads the body, loads the active
+//! revision once (a request sees exactly one revision from start to end), asks the decision cache, else
+//! [`answer`], and emits one decision event. Error statuses and bodies come from [`ApiError`] alone.
 
 pub mod answer;
+pub mod auth;
+pub mod envelope;
 mod error;
+pub mod openapi;
+mod span;
+pub mod status;
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
-use arc_swap::ArcSwapOption;
+use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
+use tracing_actix_web::{RequestId, TracingLogger};
 
 pub use answer::Answer;
 pub use error::ApiError;
+pub use span::RequestSpan;
 
-use crate::geo::GeoIp;
+use crate::cache::DecisionCache;
 use crate::policy::Revision;
+use crate::service::Service;
+use crate::telemetry::events::{self, CacheUse, DecisionEvent};
 
 /// Request bodies larger than this get 413 (DPS messages are at most 96 KB).
 pub const BODY_LIMIT: usize = 128 * 1024;
@@ -25,30 +37,22 @@ pub const BODY_LIMIT: usize = 128 * 1024;
 /// The response header carrying the decision: `rule=...; strategy=...; sticky=...; revision=...`.
 pub const DECISION_HEADER: &str = "x-dps-allocator-decision";
 
-/// State shared by every worker: the active policy revision (swapped atomically on reload) and the GeoIP
-/// database.
-#[derive(Clone, Default)]
-pub struct AppState {
-    /// The active revision; `None` until one has loaded.
-    pub policy: Arc<ArcSwapOption<Revision>>,
-    /// The GeoIP database, when configured.
-    pub geoip: Option<Arc<GeoIp>>,
-}
-
-impl AppState {
-    /// State serving this revision.
-    pub fn with_revision(rev: Revision) -> Self {
-        AppState {
-            policy: Arc::new(ArcSwapOption::from_pointee(rev)),
-            geoip: None,
-        }
-    }
-
-    /// The same state with a GeoIP database.
-    pub fn with_geoip(mut self, geoip: Option<GeoIp>) -> Self {
-        self.geoip = geoip.map(Arc::new);
-        self
-    }
+/// The application: every route, with the request span (request ids) around them.
+pub fn app(
+    service: web::Data<Service>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(service)
+        .wrap(TracingLogger::<RequestSpan>::new())
+        .configure(configure)
 }
 
 /// Registers every route.
@@ -56,16 +60,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(root))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .service(
-            web::resource("/api/allocate")
-                .route(web::post().to(allocate))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/explain")
-                .route(web::post().to(explain))
-                .default_service(web::to(method_not_allowed)),
-        );
+        .route("/metrics", web::get().to(status::metrics))
+        .route("/status", web::get().to(status::status))
+        .route("/openapi.json", web::get().to(openapi::serve))
+        .service(post_only("/api/allocate", allocate))
+        .service(post_only("/api/explain", explain))
+        .service(post_only("/allocate", envelope));
+}
+
+fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(method_not_allowed))
 }
 
 async fn root() -> HttpResponse {
@@ -76,18 +87,17 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.policy.load().as_ref() {
+async fn readyz(service: web::Data<Service>) -> HttpResponse {
+    match service.policy.active() {
         Some(rev) => HttpResponse::Ok()
             .content_type("text/plain")
             .body(format!("ready: revision {}\n", rev.id)),
-        None => actix_web::ResponseError::error_response(&ApiError::not_ready()),
+        None => ApiError::not_ready().error_response(),
     }
 }
 
 async fn method_not_allowed() -> HttpResponse {
-    let e = ApiError::new(405, "method_not_allowed", "use POST with an AllocationRequest body");
-    actix_web::ResponseError::error_response(&e)
+    ApiError::new(405, "method_not_allowed", "use POST with an AllocationRequest body").error_response()
 }
 
 /// Reads the whole body, refusing more than [`BODY_LIMIT`] bytes without buffering them.
@@ -107,35 +117,125 @@ async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Byte
     }
 }
 
-/// The body and the one revision that answers it from start to end.
-async fn body_and_revision(
-    state: &AppState,
-    req: &HttpRequest,
-    payload: web::Payload,
-) -> Result<(web::Bytes, Arc<Revision>), ApiError> {
-    let body = read_body(req, payload).await?;
-    let rev = state.policy.load_full().ok_or_else(ApiError::not_ready)?;
-    Ok((body, rev))
+/// Checks the key and reads the body; a refusal is logged and counted here.
+async fn admit(service: &Service, req: &HttpRequest, payload: web::Payload, id: &str) -> Result<web::Bytes, ApiError> {
+    let admitted = if service.keys.allows(req) {
+        read_body(req, payload).await
+    } else {
+        Err(ApiError::unauthorized())
+    };
+    admitted.inspect_err(|e| events::refused(id, &e.code, e.status, &service.metrics))
+}
+
+/// The active revision, or 503 (logged and counted).
+fn active(service: &Service, id: &str) -> Result<Arc<Revision>, ApiError> {
+    service.policy.active().ok_or_else(|| {
+        let e = ApiError::not_ready();
+        events::refused(id, &e.code, e.status, &service.metrics);
+        e
+    })
+}
+
+/// The answer to one body under one revision: from the cache, else decided (and cached). Emits the
+/// decision event.
+fn decide(service: &Service, rev: &Revision, body: &[u8], request_id: &str, started: Instant) -> Arc<Answer> {
+    let key = service
+        .cache
+        .enabled()
+        .then(|| DecisionCache::key(&rev.id, service.geoip_stamp(), body));
+    if let Some(hit) = key.as_ref().and_then(|k| service.cache.get(k)) {
+        emit(service, rev, &hit, request_id, CacheUse::Hit, started);
+        return hit;
+    }
+    let answer = Arc::new(answer::allocate(body, rev, service.geoip.as_ref()));
+    let cache = match key {
+        // Only decisions are cached: a malformed body is cheap to refuse again.
+        Some(k) if answer.decision.is_some() => {
+            service.cache.insert(k, answer.clone());
+            CacheUse::Miss
+        }
+        Some(_) => CacheUse::Miss,
+        None => CacheUse::Off,
+    };
+    emit(service, rev, &answer, request_id, cache, started);
+    answer
+}
+
+fn emit(service: &Service, rev: &Revision, answer: &Answer, request_id: &str, cache: CacheUse, started: Instant) {
+    DecisionEvent {
+        request_id,
+        answer,
+        revision: rev,
+        cache,
+        elapsed: started.elapsed(),
+    }
+    .emit(&service.metrics);
 }
 
 async fn allocate(
-    state: web::Data<AppState>,
+    service: web::Data<Service>,
     req: HttpRequest,
     payload: web::Payload,
+    id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let (body, rev) = body_and_revision(&state, &req, payload).await?;
-    Ok(respond(answer::allocate(&body, &rev, state.geoip.as_deref()), &rev))
+    let id = id.to_string();
+    let body = admit(&service, &req, payload, &id).await?;
+    let started = Instant::now();
+    let rev = active(&service, &id)?;
+    let answer = decide(&service, &rev, &body, &id, started);
+    Ok(respond(&answer))
 }
 
 async fn explain(
-    state: web::Data<AppState>,
+    service: web::Data<Service>,
     req: HttpRequest,
     payload: web::Payload,
+    id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let (body, rev) = body_and_revision(&state, &req, payload).await?;
-    let (answer, trace) = answer::explain(&body, &rev, state.geoip.as_deref());
+    let id = id.to_string();
+    let body = admit(&service, &req, payload, &id).await?;
+    let rev = active(&service, &id)?;
+    let (answer, trace) = answer::explain(&body, &rev, service.geoip.as_ref());
     let report = serde_json::to_vec(&ExplainReport::new(&answer, &trace, &rev)).map_err(|_| ApiError::internal())?;
     Ok(HttpResponse::Ok().content_type("application/json").body(report))
+}
+
+/// `POST /allocate`: the Azure Functions envelope. Always HTTP 200; the DPS status is inside.
+async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::Payload, id: RequestId) -> HttpResponse {
+    let id = id.to_string();
+    let started = Instant::now();
+    let outcome = async {
+        let raw = read_body(&req, payload).await?;
+        let incoming = envelope::parse(&raw)?;
+        if !(service.keys.allows(&req) || incoming.has_key(&service.keys)) {
+            return Err(ApiError::unauthorized());
+        }
+        let rev = active(&service, &id)?;
+        Ok(decide(&service, &rev, &incoming.body, &id, started))
+    }
+    .await;
+    let (status, body, log) = match outcome {
+        Ok(a) => {
+            let line = format!(
+                "dps-allocator: {} {} decision {} ({})",
+                a.status,
+                a.hub.as_deref().unwrap_or("-"),
+                a.decision_id,
+                a.decision_header.as_deref().unwrap_or("")
+            );
+            (a.status, a.body.clone(), line)
+        }
+        Err(e) => {
+            if e.code != "not_ready" {
+                events::refused(&id, &e.code, e.status, &service.metrics);
+            }
+            let line = format!("dps-allocator: {} {}: {}", e.status, e.code, e.message);
+            (e.status, web::Bytes::from(e.body()), line)
+        }
+    };
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(envelope::wrap(status, &body, &[log]))
 }
 
 /// The `explain` document: what allocate would answer, the decision and the trace.
@@ -166,15 +266,20 @@ impl<'a> ExplainReport<'a> {
     }
 }
 
-fn respond(answer: Answer, rev: &Revision) -> HttpResponse {
+fn respond(answer: &Answer) -> HttpResponse {
     let status = actix_web::http::StatusCode::from_u16(answer.status)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     let mut res = HttpResponse::build(status);
     res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
-    if answer.decision.is_some()
-        && let Ok(v) = HeaderValue::from_str(&answer.summary(rev).header())
+    if let Some(h) = answer
+        .decision_header
+        .as_deref()
+        .and_then(|h| HeaderValue::from_str(h).ok())
     {
-        res.insert_header((HeaderName::from_static(DECISION_HEADER), v));
+        res.insert_header((HeaderName::from_static(DECISION_HEADER), h));
     }
-    res.body(answer.body)
+    if let Some(secs) = answer.error.as_ref().and_then(ApiError::retry_after) {
+        res.insert_header((header::RETRY_AFTER, secs.to_string()));
+    }
+    res.body(answer.body.clone())
 }

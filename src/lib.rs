@@ -5,6 +5,7 @@
 //! function), [`http`] serves it with actix-web, [`fixtures`] runs policy test cases, and [`cli`] is the
 //! command line. [`hashing`] and [`regions`] are the pinned hash and the built-in Azure region table.
 
+pub mod cache;
 pub mod cli;
 pub mod dps;
 pub mod engine;
@@ -14,4 +15,6 @@ pub mod hashing;
 pub mod http;
 pub mod policy;
 pub mod regions;
+pub mod reload;
+pub mod service;
 pub mod telemetry;

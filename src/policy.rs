@@ -108,7 +108,7 @@ pub struct GeoSettings {
 }
 
 /// Coordinates in degrees.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct LatLon {
     /// Latitude.
     pub lat: f64,

@@ -1,18 +1,37 @@
-//! Logging set-up: tracing with a pretty or JSON formatter on standard error, filtered by `RUST_LOG`
-//! (default `info`).
+//! Telemetry: log set-up, the Prometheus [`Metrics`], and the typed [`events`] that both log and count.
+//!
+//! Logs go to standard error through tracing, pretty or JSON, filtered by `RUST_LOG` (default `info`),
+//! written by a background thread so a slow terminal or pipe never stalls a request.
+
+pub mod events;
+mod metrics;
+
+pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-/// Installs the global subscriber; a second call is a no-op.
-pub fn init(format: LogFormat) {
+/// Keeps the background log writer alive; logs written before it drops are flushed.
+pub struct LogGuard {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Installs the global subscriber (a second call leaves the first in place).
+pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let installed = match format {
         LogFormat::Pretty => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
+    LogGuard {
+        _writer: installed.ok().map(|()| guard),
+    }
 }

@@ -86,6 +86,5 @@ pub fn test(dir: &Path, geoip: Option<&GeoIp>) -> Status {
 /// Runs one request body through the server's answer path and observes it as a client would.
 pub fn run_case(rev: &Revision, geoip: Option<&GeoIp>, body: &[u8]) -> Observed {
     let a = answer::allocate(body, rev, geoip);
-    let header = a.decision.as_ref().map(|_| a.summary(rev).header());
-    Observed::from_parts(a.status, &a.body, header.as_deref())
+    Observed::from_parts(a.status, &a.body, a.decision_header.as_deref())
 }

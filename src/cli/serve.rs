@@ -1,13 +1,22 @@
-//! `serve`: load the policy, bind, run the actix-web server until a signal stops it.
+//! `serve`: open the GeoIP database, load the policy, bind, start the reloader, run the server until
+//! SIGTERM or SIGINT, then finish in-flight requests and exit 0.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{HttpServer, web};
 use clap::Args;
 
-use super::{LogFormat, PolicySource, Status};
-use crate::http::{self, AppState};
+use super::{LogFormat, Status};
+use crate::cache;
+use crate::http::{self, auth::ApiKeys};
+use crate::reload::{self, PolicySource, ReloadResult, Trigger};
+use crate::service::Service;
+
+/// The port used when neither `--listen` nor an Azure Functions port is given.
+pub const DEFAULT_PORT: u16 = 8080;
 
 /// Arguments of `serve`. Every flag has a `DPS_ALLOCATOR_` environment twin.
 #[derive(Debug, Args)]
@@ -15,76 +24,200 @@ pub struct ServeArgs {
     /// Policy directory [default: ./policies when present, else the embedded default policy].
     #[arg(long, env = "DPS_ALLOCATOR_POLICIES")]
     pub policies: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, env = "DPS_ALLOCATOR_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address to listen on [default: 127.0.0.1:8080; under Azure Functions 127.0.0.1 and
+    /// FUNCTIONS_CUSTOMHANDLER_PORT].
+    #[arg(long, env = "DPS_ALLOCATOR_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// GeoIP database.
     #[command(flatten)]
     pub geoip: super::GeoIpArg,
+    /// An API key that POST requests must carry as `?code=` or `x-functions-key` (repeatable; the
+    /// environment variable takes a comma-separated list).
+    #[arg(
+        long = "api-key",
+        env = "DPS_ALLOCATOR_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Serve a non-loopback address without API keys.
+    #[arg(long, env = "DPS_ALLOCATOR_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
     /// Log format.
     #[arg(long, env = "DPS_ALLOCATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Decision cache entries (0 turns the cache off).
+    #[arg(long, env = "DPS_ALLOCATOR_CACHE_CAPACITY", default_value_t = cache::DEFAULT_CAPACITY)]
+    pub cache_capacity: u64,
+    /// Seconds a cached decision lives.
+    #[arg(long, env = "DPS_ALLOCATOR_CACHE_TTL", default_value_t = cache::DEFAULT_TTL_SECS)]
+    pub cache_ttl: u64,
+    /// Do not watch the policy directory (SIGHUP still reloads it).
+    #[arg(long, env = "DPS_ALLOCATOR_NO_WATCH")]
+    pub no_watch: bool,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, env = "DPS_ALLOCATOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "DPS_ALLOCATOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Worker threads [default: one per CPU].
     #[arg(long, env = "DPS_ALLOCATOR_WORKERS")]
     pub workers: Option<usize>,
+    /// Seconds to let in-flight requests finish after SIGTERM or SIGINT.
+    #[arg(long, env = "DPS_ALLOCATOR_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+}
+
+/// The listen address: `--listen`, else 127.0.0.1 on the Azure Functions custom handler port, else the
+/// default.
+pub fn listen_address(explicit: Option<SocketAddr>, env: &dyn Fn(&str) -> Option<String>) -> SocketAddr {
+    if let Some(a) = explicit {
+        return a;
+    }
+    let functions_port = ["FUNCTIONS_CUSTOMHANDLER_PORT", "FUNCTIONS_HTTPWORKER_PORT"]
+        .iter()
+        .find_map(|name| env(name).and_then(|v| v.trim().parse::<u16>().ok()));
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), functions_port.unwrap_or(DEFAULT_PORT))
 }
 
 /// Runs the server; returns when it has shut down.
 pub fn run(args: ServeArgs) -> Status {
-    crate::telemetry::init(args.log_format);
-    let geoip = match args.geoip.open() {
-        Ok(db) => db,
-        Err(status) => return status,
-    };
-    if let Some(db) = &geoip {
-        tracing::info!(path = %db.path().display(), kind = db.database_type(), built = %db.build_date(), "GeoIP database opened");
-    }
-    let source = PolicySource::resolve(args.policies.clone());
-    let rev = match source.load() {
-        Ok(rev) => rev,
-        Err(errors) => {
-            for e in &errors.0 {
-                tracing::error!(target: "policy", "{e}");
-            }
-            eprintln!(
-                "error: the policy in {} does not load ({} problem(s))",
-                source.describe(),
-                errors.0.len()
-            );
-            return Status::Error;
-        }
-    };
-    tracing::info!(revision = %rev.id, source = %source.describe(), hubs = rev.hubs.len(), rules = rev.rules.len(), "policy loaded");
-    let listener = match TcpListener::bind(args.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", args.listen);
-            return Status::Error;
-        }
-    };
-    let state = AppState::with_revision(rev).with_geoip(geoip);
-    match run_server(listener, state, args.workers) {
-        Ok(()) => Status::Ok,
-        Err(e) => {
-            eprintln!("error: server: {e}");
+    let _logs = crate::telemetry::init(args.log_format);
+    match start(args) {
+        Ok(status) => status,
+        Err(message) => {
+            eprintln!("error: {message}");
             Status::Error
         }
     }
 }
 
-fn run_server(listener: TcpListener, state: AppState, workers: Option<usize>) -> std::io::Result<()> {
+fn start(args: ServeArgs) -> Result<Status, String> {
+    let geoip = match args.geoip.open() {
+        Ok(db) => db,
+        // `GeoIpArg::open` has printed its one line already.
+        Err(status) => return Ok(status),
+    };
+    let addr = listen_address(args.listen, &|name| std::env::var(name).ok());
+    let keys = ApiKeys::new(args.api_keys.iter().map(String::as_str));
+    if keys.is_empty() && !addr.ip().is_loopback() && !args.allow_unauthenticated {
+        return Err(format!(
+            "refusing to serve {addr} without API keys: give --api-key, or --allow-unauthenticated when something in front checks keys"
+        ));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
+    let source = PolicySource::resolve(args.policies.clone());
+    if let Some(db) = &geoip {
+        tracing::info!(path = %db.path().display(), kind = db.database_type(), built = %db.build_date(), "GeoIP database opened");
+    }
+    let service = Service::new(
+        source.clone(),
+        geoip,
+        cache::DecisionCache::new(args.cache_capacity, Duration::from_secs(args.cache_ttl)),
+        keys,
+    )
+    .map_err(|e| format!("metrics: {e}"))?;
+    let service = web::Data::new(service);
+    if service.reload(Trigger::Startup).result == ReloadResult::Failed {
+        tracing::warn!(source = %source.describe(), "no valid policy yet: answering 503 not_ready until one loads");
+    }
+    let for_reloader = service.clone();
+    let reloader = reload::spawn(&source, !args.no_watch, move |trigger| {
+        for_reloader.reload(trigger);
+    })
+    .map_err(|e| format!("cannot start the policy reloader: {e}"))?;
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(
+        api_keys = service.keys.len(),
+        cache_capacity = args.cache_capacity,
+        tls = tls.is_some(),
+        watch = !args.no_watch,
+        "starting"
+    );
+    run_server(listener, service, tls, args.workers, args.shutdown_timeout, reloader)
+        .map(|()| Status::Ok)
+        .map_err(|e| format!("server: {e}"))
+}
+
+fn tls_config(cert: &PathBuf, key: &PathBuf) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("TLS certificate `{}`: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "TLS certificate `{}`: no certificate in the file",
+            cert.display()
+        ));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("TLS key `{}`: {e}", key.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
+        .map_err(|e| format!("TLS: {e}"))
+}
+
+fn run_server(
+    listener: TcpListener,
+    service: web::Data<Service>,
+    tls: Option<rustls::ServerConfig>,
+    workers: Option<usize>,
+    shutdown_timeout: u64,
+    reloader: reload::Reloader,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let data = web::Data::new(state);
-        let mut server =
-            HttpServer::new(move || App::new().app_data(data.clone()).configure(http::configure)).listen(listener)?;
+        let mut server = HttpServer::new(move || http::app(service.clone())).shutdown_timeout(shutdown_timeout);
         if let Some(n) = workers {
             server = server.workers(n.max(1));
         }
-        tracing::info!(%addr, "listening");
+        server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        };
+        actix_web::rt::spawn(reload_on_sighup(reloader));
+        tracing::info!(%addr, scheme, "listening");
         // A stable line for scripts and tests that start the server on port 0.
-        println!("dps-allocator listening on http://{addr}");
-        server.run().await
+        println!("dps-allocator listening on {scheme}://{addr}");
+        server.run().await?;
+        tracing::info!("stopped: in-flight requests finished");
+        Ok(())
     })
+}
+
+/// SIGHUP reloads the policy. The task owns the reloader, which keeps the directory watcher alive.
+async fn reload_on_sighup(reloader: reload::Reloader) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload by editing the policy directory");
+        return std::future::pending().await;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the policy");
+        reloader.trigger(Trigger::Signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listen_address_comes_from_the_flag_then_azure_functions_then_the_default() {
+        let none = |_: &str| None;
+        assert_eq!(listen_address(None, &none).to_string(), "127.0.0.1:8080");
+        let functions = |n: &str| (n == "FUNCTIONS_CUSTOMHANDLER_PORT").then(|| "7071".to_owned());
+        assert_eq!(listen_address(None, &functions).to_string(), "127.0.0.1:7071");
+        let legacy = |n: &str| (n == "FUNCTIONS_HTTPWORKER_PORT").then(|| "7072".to_owned());
+        assert_eq!(listen_address(None, &legacy).to_string(), "127.0.0.1:7072");
+        let explicit: SocketAddr = "0.0.0.0:9000".parse().expect("addr");
+        assert_eq!(listen_address(Some(explicit), &functions), explicit);
+    }
 }

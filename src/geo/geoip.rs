@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use maxminddb::{PathElement, Reader};
@@ -18,7 +19,29 @@ pub struct GeoIp {
     path: PathBuf,
     cache: moka::sync::Cache<IpAddr, IpLookup>,
     cached: bool,
+    counts: [AtomicU64; 5],
 }
+
+/// Lookup counters since the database was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GeoIpStats {
+    /// Lookups that found a location.
+    pub found: u64,
+    /// Lookups that found none.
+    pub not_found: u64,
+    /// Lookups whose record could not be decoded.
+    pub errors: u64,
+    /// Lookups answered from the cache.
+    pub cache_hits: u64,
+    /// Lookups that went to the database.
+    pub cache_misses: u64,
+}
+
+const FOUND: usize = 0;
+const NOT_FOUND: usize = 1;
+const ERRORS: usize = 2;
+const HITS: usize = 3;
+const MISSES: usize = 4;
 
 impl std::fmt::Debug for GeoIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,6 +119,7 @@ impl GeoIp {
             path: owned,
             cache: moka::sync::Cache::new(capacity),
             cached: capacity > 0,
+            counts: Default::default(),
         })
     }
 
@@ -122,15 +146,39 @@ impl GeoIp {
 
     /// Looks an address up (cached).
     pub fn lookup(&self, ip: IpAddr) -> IpLookup {
-        if !self.cached {
-            return self.lookup_uncached(ip);
-        }
-        if let Some(hit) = self.cache.get(&ip) {
-            return hit;
-        }
-        let found = self.lookup_uncached(ip);
-        self.cache.insert(ip, found);
+        let found = if !self.cached {
+            self.lookup_uncached(ip)
+        } else if let Some(hit) = self.cache.get(&ip) {
+            self.count(HITS);
+            hit
+        } else {
+            self.count(MISSES);
+            let found = self.lookup_uncached(ip);
+            self.cache.insert(ip, found);
+            found
+        };
+        self.count(match found {
+            IpLookup::Found { .. } => FOUND,
+            IpLookup::NotFound => NOT_FOUND,
+            IpLookup::Error => ERRORS,
+        });
         found
+    }
+
+    fn count(&self, which: usize) {
+        self.counts[which].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The lookup counters.
+    pub fn stats(&self) -> GeoIpStats {
+        let get = |i: usize| self.counts[i].load(Ordering::Relaxed);
+        GeoIpStats {
+            found: get(FOUND),
+            not_found: get(NOT_FOUND),
+            errors: get(ERRORS),
+            cache_hits: get(HITS),
+            cache_misses: get(MISSES),
+        }
     }
 
     /// Looks an address up in the database itself.

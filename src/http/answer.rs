@@ -2,7 +2,9 @@
 //! handlers, `dps-allocator test` and `explain` all go through [`allocate`], so a fixture checks exactly
 //! what DPS would receive.
 
+use actix_web::web::Bytes;
 use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::ApiError;
 use crate::dps::{AllocationRequest, AllocationResponse};
@@ -10,13 +12,21 @@ use crate::engine::{self, Decision, Outcome, Trace};
 use crate::geo::GeoIp;
 use crate::policy::{Action, Revision};
 
-/// Everything about one answered request: what goes on the wire and what the log records.
+/// Everything about one answered request: what goes on the wire and what the log records. Cacheable:
+/// it holds no reference to the request.
 #[derive(Debug, Clone)]
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
     /// JSON body.
-    pub body: Vec<u8>,
+    pub body: Bytes,
+    /// The `x-dps-allocator-decision` header, when a decision was made.
+    pub decision_header: Option<String>,
+    /// A content address of the decision: the same request under the same revision has the same id (a
+    /// DPS retry shows up with a new request id and the same decision id).
+    pub decision_id: String,
+    /// The enrollment group id, or `individual`.
+    pub enrollment: Option<String>,
     /// The decision, when the request parsed.
     pub decision: Option<Decision>,
     /// The error, for non-200 answers.
@@ -28,13 +38,17 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn error(error: ApiError, decision: Option<Decision>, registration_id: Option<String>) -> Self {
+    /// An error answer outside any decision (bad body, not ready, unauthorized).
+    pub fn refusal(error: ApiError) -> Self {
         Answer {
             status: error.status,
-            body: error.body(),
-            decision,
+            body: Bytes::from(error.body()),
+            decision_header: None,
+            decision_id: String::new(),
+            enrollment: None,
+            decision: None,
             error: Some(error),
-            registration_id,
+            registration_id: None,
             hub: None,
         }
     }
@@ -77,19 +91,6 @@ pub struct Summary<'r> {
     pub reasons: Vec<String>,
 }
 
-impl Summary<'_> {
-    /// The `x-dps-allocator-decision` header: `rule=...; strategy=...; sticky=...; revision=...`.
-    pub fn header(&self) -> String {
-        format!(
-            "rule={}; strategy={}; sticky={}; revision={}",
-            self.rule.unwrap_or("-"),
-            self.strategy.unwrap_or("-"),
-            self.sticky,
-            self.revision
-        )
-    }
-}
-
 /// Answers one AllocationRequest body against a revision (and the GeoIP database, when configured).
 pub fn allocate(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>) -> Answer {
     answer(body, rev, geoip, None)
@@ -105,11 +106,11 @@ pub fn explain(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>) -> (Answer, T
 fn answer(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>, trace: Option<&mut Trace>) -> Answer {
     let req = match AllocationRequest::parse(body) {
         Ok(r) => r,
-        Err(e) => return Answer::error(ApiError::bad_request(e.0), None, None),
+        Err(e) => return Answer::refusal(ApiError::bad_request(e.0)),
     };
     let decision = engine::decide(&req, rev, geoip, trace);
-    let registration_id = Some(req.registration_id.as_str().to_owned());
-    match &decision.outcome {
+    let decision_id = decision_id(&rev.id, body);
+    let (status, out, hub, error) = match &decision.outcome {
         Outcome::Assigned(a) => {
             let host = req.linked_hubs[a.linked].as_str();
             let response = AllocationResponse {
@@ -118,43 +119,66 @@ fn answer(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>, trace: Option<&mut
                 payload: a.payload.as_ref(),
             };
             match serde_json::to_vec(&response) {
-                Ok(body) => Answer {
-                    status: 200,
-                    body,
-                    hub: Some(host.to_owned()),
-                    decision: Some(decision),
-                    error: None,
-                    registration_id,
-                },
-                Err(_) => Answer::error(ApiError::internal(), Some(decision), registration_id),
+                Ok(json) => (200, Bytes::from(json), Some(host.to_owned()), None),
+                Err(_) => error_parts(ApiError::internal()),
             }
         }
-        Outcome::Rejected { .. } => {
-            let rule = decision.rule.map(|r| &rev.rules[r]);
-            let error = match rule.map(|r| &r.action) {
-                Some(Action::Reject(rej)) => ApiError::new(rej.status, rej.reason.clone(), rej.message.clone()),
-                _ => ApiError::internal(),
-            };
-            Answer::error(error, Some(decision), registration_id)
-        }
+        Outcome::Rejected { .. } => match decision.rule.map(|r| &rev.rules[r].action) {
+            Some(Action::Reject(rej)) => {
+                error_parts(ApiError::new(rej.status, rej.reason.clone(), rej.message.clone()))
+            }
+            _ => error_parts(ApiError::internal()),
+        },
         Outcome::NoEligibleHub => {
             let message = match decision.rule.map(|r| &rev.rules[r]) {
                 Some(rule) => format!("rule `{}`: no linked hub is eligible", rule.name),
                 None => "no rule matched the device and there is no default_rule".to_owned(),
             };
-            Answer::error(
-                ApiError::new(422, "no_eligible_hub", message),
-                Some(decision),
-                registration_id,
-            )
+            error_parts(ApiError::new(422, "no_eligible_hub", message))
         }
         Outcome::TooLarge { part, size, limit } => {
             let message = format!("rendered {part} is {size} bytes, over the limit of {limit}");
-            Answer::error(
-                ApiError::new(422, "twin_too_large", message),
-                Some(decision),
-                registration_id,
-            )
+            error_parts(ApiError::new(422, "twin_too_large", message))
         }
-    }
+    };
+    let mut answer = Answer {
+        status,
+        body: out,
+        decision_header: None,
+        decision_id,
+        enrollment: Some(match req.enrollment.group_id.as_ref() {
+            Some(g) => g.as_str().to_owned(),
+            None if req.enrollment.kind == crate::dps::EnrollmentKind::Individual => "individual".to_owned(),
+            None => String::new(),
+        }),
+        decision: Some(decision),
+        error,
+        registration_id: Some(req.registration_id.as_str().to_owned()),
+        hub,
+    };
+    answer.decision_header = answer.decision.as_ref().map(|d| header(d, rev));
+    answer
+}
+
+/// `rule=...; strategy=...; sticky=...; revision=...`, without formatting the reasons.
+fn header(d: &Decision, rev: &Revision) -> String {
+    let (strategy, sticky) = match &d.outcome {
+        Outcome::Assigned(a) => (a.strategy.as_str(), a.sticky),
+        _ => ("-", false),
+    };
+    let rule = d.rule.map_or("-", |r| rev.rules[r].name.as_str());
+    format!("rule={rule}; strategy={strategy}; sticky={sticky}; revision={}", rev.id)
+}
+
+fn error_parts(e: ApiError) -> (u16, Bytes, Option<String>, Option<ApiError>) {
+    (e.status, Bytes::from(e.body()), None, Some(e))
+}
+
+/// 16 hex digits of XXH3 over the revision id and the request body.
+pub fn decision_id(revision: &str, body: &[u8]) -> String {
+    let mut buf = Vec::with_capacity(revision.len() + 1 + body.len());
+    buf.extend_from_slice(revision.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(body);
+    format!("{:016x}", xxh3_64(&buf))
 }

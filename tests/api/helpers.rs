@@ -3,12 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceResponse};
-use actix_web::{App, test, web};
+use actix_web::dev::{Service as Service_, ServiceResponse};
+use actix_web::{test, web};
+use dps_allocator::cache::DecisionCache;
 use dps_allocator::geo::GeoIp;
 use dps_allocator::geo::mmdb::{NetworkRecord, write_city_db};
-use dps_allocator::http::{self, AppState, DECISION_HEADER};
+use dps_allocator::http::{self, DECISION_HEADER, auth::ApiKeys};
 use dps_allocator::policy::{self, Revision};
+use dps_allocator::reload::PolicySource;
+use dps_allocator::service::Service;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -44,19 +47,33 @@ pub fn test_geoip() -> GeoIp {
     geoip
 }
 
+/// The service the in-process apps run: the revision, the test GeoIP database, no cache, no keys.
+pub fn service(rev: Revision) -> Service {
+    Service::for_revision(rev)
+        .expect("metrics register")
+        .with_geoip(Some(test_geoip()))
+}
+
 /// An in-process app serving a revision, with the test GeoIP database.
 pub async fn app(
     rev: Revision,
-) -> impl Service<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
-    let state = web::Data::new(AppState::with_revision(rev).with_geoip(Some(test_geoip())));
-    test::init_service(App::new().app_data(state).configure(http::configure)).await
+) -> impl Service_<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    app_with(service(rev)).await
+}
+
+/// An in-process app around a prepared service.
+pub async fn app_with(
+    service: Service,
+) -> impl Service_<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    test::init_service(http::app(web::Data::new(service))).await
 }
 
 /// An in-process app with no policy loaded yet.
 pub async fn app_not_ready()
--> impl Service<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
-    let state = web::Data::new(AppState::default());
-    test::init_service(App::new().app_data(state).configure(http::configure)).await
+-> impl Service_<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    let service =
+        Service::new(PolicySource::Embedded, None, DecisionCache::disabled(), ApiKeys::none()).expect("metrics");
+    app_with(service).await
 }
 
 /// A response as the tests look at it.
@@ -83,7 +100,7 @@ impl Reply {
 /// Sends a request and collects the reply.
 pub async fn send<S, B>(app: &S, req: test::TestRequest) -> Reply
 where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S: Service_<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
     let res = test::call_service(app, req.to_request()).await;
@@ -107,7 +124,7 @@ where
 /// POSTs a body to `/api/allocate`.
 pub async fn allocate<S, B>(app: &S, body: impl Into<Vec<u8>>) -> Reply
 where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S: Service_<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
     send(

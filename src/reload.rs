@@ -1,0 +1,360 @@
+//! Hot reload: the active policy revision and how it changes.
+//!
+//! [`PolicyStore`] holds the active revision behind an `ArcSwapOption`: a request loads it once and keeps
+//! that `Arc` to the end, so it sees exactly one revision. A reload compiles the whole directory off the
+//! request path (on the reloader thread) and publishes it with one atomic swap; a revision that fails
+//! validation is never activated, the last good one keeps serving, and the failure is kept for `/status`.
+//! [`spawn`] starts the reloader thread, fed by a directory watcher (debounced; editors that save by
+//! rename and Kubernetes ConfigMaps that swap a `..data` symlink both show up as events in the watched
+//! directory) and by SIGHUP (see `cli::serve`).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use crate::policy::{self, PolicyErrors, Revision};
+
+/// The directory to use when none is given.
+pub const DEFAULT_POLICY_DIR: &str = "policies";
+
+/// How long the watcher waits for the directory to go quiet before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// How often the directory is re-read when no file watcher could be started.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Where a policy comes from: a directory, or the embedded default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// A directory.
+    Dir(PathBuf),
+    /// The policy compiled into the binary.
+    Embedded,
+}
+
+impl PolicySource {
+    /// The given directory, else `./policies` when present, else the embedded default.
+    pub fn resolve(dir: Option<PathBuf>) -> Self {
+        match dir {
+            Some(d) => PolicySource::Dir(d),
+            None if Path::new(DEFAULT_POLICY_DIR).is_dir() => PolicySource::Dir(PathBuf::from(DEFAULT_POLICY_DIR)),
+            None => PolicySource::Embedded,
+        }
+    }
+
+    /// Loads and compiles the policy.
+    pub fn load(&self) -> Result<Revision, PolicyErrors> {
+        match self {
+            PolicySource::Dir(d) => policy::load_dir(d),
+            PolicySource::Embedded => policy::embedded_default(),
+        }
+    }
+
+    /// How to name the source to people.
+    pub fn describe(&self) -> String {
+        match self {
+            PolicySource::Dir(d) => d.display().to_string(),
+            PolicySource::Embedded => "the embedded default policy".to_owned(),
+        }
+    }
+}
+
+/// What started a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// Start-up.
+    Startup,
+    /// A change in the watched directory.
+    Watch,
+    /// The periodic re-read when no watcher runs.
+    Poll,
+    /// SIGHUP.
+    Signal,
+}
+
+/// The result of one reload attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// A new revision is active.
+    Activated,
+    /// The directory compiles to the revision already active.
+    Unchanged,
+    /// The directory does not compile; the previous revision (if any) keeps serving.
+    Failed,
+}
+
+impl ReloadResult {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Activated => "activated",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Failed => "failed",
+        }
+    }
+}
+
+/// One reload attempt, as `/status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Attempt {
+    /// When, in seconds since the Unix epoch.
+    pub at_unix: f64,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The result.
+    pub result: ReloadResult,
+    /// The revision the directory compiled to, when it compiled.
+    pub revision: Option<String>,
+    /// Every error, `file:line:col: message`, when it failed.
+    pub errors: Vec<String>,
+    /// How long the load and compile took, in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// The active revision and the reload history `/status` reports.
+pub struct PolicyStore {
+    source: PolicySource,
+    active: ArcSwapOption<Revision>,
+    status: Mutex<StoreStatus>,
+}
+
+/// What `/status` reports about the policy.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StoreStatus {
+    /// When the active revision was activated, in seconds since the Unix epoch.
+    pub loaded_at_unix: Option<f64>,
+    /// The last reload attempt.
+    pub last_attempt: Option<Attempt>,
+    /// The last attempt that failed, kept after later successes for diagnosis.
+    pub last_failure: Option<Attempt>,
+}
+
+impl PolicyStore {
+    /// A store with nothing loaded yet.
+    pub fn new(source: PolicySource) -> Self {
+        PolicyStore {
+            source,
+            active: ArcSwapOption::empty(),
+            status: Mutex::new(StoreStatus::default()),
+        }
+    }
+
+    /// A store serving one revision (tests, offline commands).
+    pub fn with_revision(source: PolicySource, rev: Revision) -> Self {
+        let store = Self::new(source);
+        store.active.store(Some(Arc::new(rev)));
+        store.lock().loaded_at_unix = Some(now_unix());
+        store
+    }
+
+    /// Where the policy comes from.
+    pub fn source(&self) -> &PolicySource {
+        &self.source
+    }
+
+    /// The active revision, held for as long as the caller needs it.
+    pub fn active(&self) -> Option<Arc<Revision>> {
+        self.active.load_full()
+    }
+
+    /// A snapshot of the reload status.
+    pub fn status(&self) -> StoreStatus {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StoreStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loads the source, activates it when it compiles to a new revision, and records the attempt.
+    pub fn reload(&self, trigger: Trigger) -> Attempt {
+        let started = std::time::Instant::now();
+        let loaded = self.source.load();
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let at_unix = now_unix();
+        let attempt = match loaded {
+            Ok(rev) => {
+                let id = rev.id.clone();
+                let same = self.active.load().as_ref().is_some_and(|a| a.id == id);
+                let result = if same {
+                    ReloadResult::Unchanged
+                } else {
+                    ReloadResult::Activated
+                };
+                if !same {
+                    self.active.store(Some(Arc::new(rev)));
+                    self.lock().loaded_at_unix = Some(at_unix);
+                }
+                Attempt {
+                    at_unix,
+                    trigger,
+                    result,
+                    revision: Some(id),
+                    errors: Vec::new(),
+                    duration_ms,
+                }
+            }
+            Err(errors) => Attempt {
+                at_unix,
+                trigger,
+                result: ReloadResult::Failed,
+                revision: None,
+                errors: errors.0.iter().map(ToString::to_string).collect(),
+                duration_ms,
+            },
+        };
+        let mut status = self.lock();
+        if attempt.result == ReloadResult::Failed {
+            status.last_failure = Some(attempt.clone());
+        }
+        status.last_attempt = Some(attempt.clone());
+        attempt
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The handle that keeps the reloader running; dropping it stops the directory watcher.
+pub struct Reloader {
+    tx: Sender<Trigger>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Reloader {
+    /// Asks for a reload (SIGHUP uses this).
+    pub fn trigger(&self, trigger: Trigger) {
+        let _ = self.tx.send(trigger);
+    }
+}
+
+/// Starts the reloader thread. `on_reload` runs after every attempt (the service logs, counts and clears
+/// its decision cache there). With `watch` and a directory source, a file watcher feeds it; if no watcher
+/// can be started the directory is re-read every [`POLL_INTERVAL`].
+pub fn spawn(
+    source: &PolicySource,
+    watch: bool,
+    on_reload: impl Fn(Trigger) + Send + 'static,
+) -> std::io::Result<Reloader> {
+    let (tx, rx) = mpsc::channel::<Trigger>();
+    let mut poll = None;
+    let watcher = match (watch, source) {
+        (true, PolicySource::Dir(dir)) => match watch_dir(dir, tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the policy directory; polling it instead");
+                poll = Some(POLL_INTERVAL);
+                None
+            }
+        },
+        _ => None,
+    };
+    std::thread::Builder::new()
+        .name("policy-reloader".into())
+        .spawn(move || {
+            loop {
+                let trigger = match poll {
+                    Some(every) => match rx.recv_timeout(every) {
+                        Ok(t) => t,
+                        Err(RecvTimeoutError::Timeout) => Trigger::Poll,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    },
+                    None => match rx.recv() {
+                        Ok(t) => t,
+                        Err(_) => return,
+                    },
+                };
+                // Debounce: an editor's save or a ConfigMap swap is several events; reload once it is quiet.
+                let mut trigger = trigger;
+                loop {
+                    match rx.recv_timeout(DEBOUNCE) {
+                        Ok(Trigger::Signal) => trigger = Trigger::Signal,
+                        Ok(_) => {}
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                on_reload(trigger);
+            }
+        })?;
+    Ok(Reloader { tx, _watcher: watcher })
+}
+
+fn watch_dir(dir: &Path, tx: Sender<Trigger>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reads and metadata changes do not change the policy.
+        let relevant = match event {
+            Ok(e) => !matches!(e.kind, EventKind::Access(_)),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(Trigger::Watch);
+        }
+    })?;
+    // Non-recursive: the `tests/` fixtures do not affect the policy, and a ConfigMap's `..data` swap is
+    // an event in this directory itself.
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("dps-reload-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+
+    #[test]
+    fn a_failing_revision_never_replaces_the_active_one() {
+        let d = dir("keep");
+        std::fs::write(d.join("p.toml"), "[[rule]]\nname = \"a\"\n").expect("write");
+        let store = PolicyStore::new(PolicySource::Dir(d.clone()));
+        assert!(store.active().is_none());
+        assert_eq!(store.reload(Trigger::Startup).result, ReloadResult::Activated);
+        let good = store.active().expect("active").id.clone();
+        std::fs::write(d.join("p.toml"), "[[rule]]\nname = \"a\"\nstrategy = \"nope\"\n").expect("write");
+        let failed = store.reload(Trigger::Watch);
+        assert_eq!(failed.result, ReloadResult::Failed);
+        assert!(failed.errors[0].contains("p.toml:3:12"), "{:?}", failed.errors);
+        assert_eq!(store.active().expect("still active").id, good);
+        assert_eq!(
+            store.status().last_failure.map(|f| f.result),
+            Some(ReloadResult::Failed)
+        );
+        std::fs::write(d.join("p.toml"), "[[rule]]\nname = \"a\"\n").expect("write");
+        assert_eq!(store.reload(Trigger::Signal).result, ReloadResult::Unchanged);
+        std::fs::write(d.join("p.toml"), "[[rule]]\nname = \"b\"\n").expect("write");
+        assert_eq!(store.reload(Trigger::Signal).result, ReloadResult::Activated);
+        assert_ne!(store.active().expect("active").id, good);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_request_keeps_the_revision_it_started_with() {
+        let d = dir("hold");
+        std::fs::write(d.join("p.toml"), "[[rule]]\nname = \"a\"\n").expect("write");
+        let store = PolicyStore::new(PolicySource::Dir(d.clone()));
+        store.reload(Trigger::Startup);
+        let held = store.active().expect("active");
+        std::fs::write(d.join("p.toml"), "[[rule]]\nname = \"b\"\n").expect("write");
+        store.reload(Trigger::Watch);
+        assert_eq!(held.rules[0].name, "a", "the held revision is immutable");
+        assert_eq!(store.active().expect("active").rules[0].name, "b");
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -1,0 +1,97 @@
+//! The running service's shared state: the policy store, the GeoIP database, the decision cache, the
+//! metrics and the API keys. Built once by `serve` (or a test) and shared read-only by every worker; the
+//! only thing that changes is the active revision, through the store's atomic swap.
+
+use std::time::Duration;
+
+use crate::cache::DecisionCache;
+use crate::geo::GeoIp;
+use crate::http::auth::ApiKeys;
+use crate::policy::Revision;
+use crate::reload::{Attempt, PolicySource, PolicyStore, ReloadResult, Trigger, now_unix};
+use crate::telemetry::{Metrics, events};
+
+/// Everything a request handler needs.
+pub struct Service {
+    /// The active policy revision and its reload history.
+    pub policy: PolicyStore,
+    /// The GeoIP database, when configured.
+    pub geoip: Option<GeoIp>,
+    /// The decision cache.
+    pub cache: DecisionCache,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// The API keys (empty: no key required).
+    pub keys: ApiKeys,
+    /// When the service started, in seconds since the Unix epoch.
+    pub started_unix: f64,
+}
+
+impl Service {
+    /// A service with nothing loaded yet; call [`Service::reload`] to load the policy.
+    pub fn new(
+        source: PolicySource,
+        geoip: Option<GeoIp>,
+        cache: DecisionCache,
+        keys: ApiKeys,
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = Metrics::new()?;
+        metrics.sync_geoip(geoip.as_ref());
+        Ok(Service {
+            policy: PolicyStore::new(source),
+            geoip,
+            cache,
+            metrics,
+            keys,
+            started_unix: now_unix(),
+        })
+    }
+
+    /// A service already serving a revision, without cache or keys (tests, benchmarks).
+    pub fn for_revision(rev: Revision) -> Result<Self, prometheus::Error> {
+        let metrics = Metrics::new()?;
+        metrics.set_revision(&rev.id, now_unix());
+        Ok(Service {
+            policy: PolicyStore::with_revision(PolicySource::Embedded, rev),
+            geoip: None,
+            cache: DecisionCache::disabled(),
+            metrics,
+            keys: ApiKeys::none(),
+            started_unix: now_unix(),
+        })
+    }
+
+    /// With this GeoIP database.
+    pub fn with_geoip(mut self, geoip: Option<GeoIp>) -> Self {
+        self.metrics.sync_geoip(geoip.as_ref());
+        self.geoip = geoip;
+        self
+    }
+
+    /// With this decision cache.
+    pub fn with_cache(mut self, capacity: u64, ttl: Duration) -> Self {
+        self.cache = DecisionCache::new(capacity, ttl);
+        self
+    }
+
+    /// With these API keys.
+    pub fn with_keys(mut self, keys: ApiKeys) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Reloads the policy, clears the cache when a new revision activates, logs and counts the attempt.
+    pub fn reload(&self, trigger: Trigger) -> Attempt {
+        let attempt = self.policy.reload(trigger);
+        if attempt.result == ReloadResult::Activated {
+            self.cache.clear();
+        }
+        events::reload(&attempt, &self.policy.source().describe(), &self.metrics);
+        attempt
+    }
+
+    /// What identifies the GeoIP database in cache keys (0: none).
+    pub fn geoip_stamp(&self) -> u64 {
+        self.geoip.as_ref().map_or(0, GeoIp::build_epoch)
+    }
+}
