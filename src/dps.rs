@@ -24,6 +24,14 @@ impl<'a> Str<'a> {
     }
 }
 
+impl utoipa::PartialSchema for Str<'_> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        String::schema()
+    }
+}
+
+impl utoipa::ToSchema for Str<'_> {}
+
 impl fmt::Debug for Str<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
@@ -154,65 +162,108 @@ impl AllocationRequest<'_> {
 #[error("{0}")]
 pub struct RequestError(pub String);
 
-#[derive(Deserialize)]
+// The raw request as serde reads it: every field optional so that `validate` can name what is missing.
+// These same types generate the OpenAPI schema (`http::openapi`), so the document cannot drift from the
+// parser; `required` there states what `validate` enforces.
+
+/// The AllocationRequest DPS POSTs. Unknown fields are ignored everywhere.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RawRequest<'a> {
+#[schema(as = AllocationRequest)]
+pub struct RawRequest<'a> {
+    /// The device and its registration.
     #[serde(borrow)]
-    device_runtime_context: Option<RawRuntimeContext<'a>>,
+    #[schema(required = true)]
+    pub(crate) device_runtime_context: Option<RawRuntimeContext<'a>>,
+    /// The hubs the enrollment may use; the answer is one of them, spelled exactly.
     #[serde(borrow)]
-    linked_hubs: Option<Vec<Str<'a>>>,
+    #[schema(required = true, min_items = 1)]
+    pub(crate) linked_hubs: Option<Vec<Str<'a>>>,
+    /// A group enrollment (exactly one of the two enrollments).
     #[serde(borrow)]
-    enrollment_group: Option<RawEnrollment<'a>>,
+    pub(crate) enrollment_group: Option<RawEnrollment<'a>>,
+    /// An individual enrollment (exactly one of the two enrollments).
     #[serde(borrow)]
-    individual_enrollment: Option<RawEnrollment<'a>>,
+    pub(crate) individual_enrollment: Option<RawEnrollment<'a>>,
 }
 
-#[derive(Deserialize)]
+/// `deviceRuntimeContext`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RawRuntimeContext<'a> {
+#[schema(as = DeviceRuntimeContext)]
+pub struct RawRuntimeContext<'a> {
+    /// Non-empty; case-insensitive in DPS.
     #[serde(borrow)]
-    registration_id: Option<Str<'a>>,
+    #[schema(required = true, min_length = 1)]
+    pub(crate) registration_id: Option<Str<'a>>,
+    /// The hub the device is on, when it re-registers (also accepted as `currentIoTHubHostName`).
     #[serde(borrow)]
-    current_iot_hub_host_name: Option<Str<'a>>,
+    pub(crate) current_iot_hub_host_name: Option<Str<'a>>,
+    /// The documented alternative spelling of `currentIotHubHostName`.
     #[serde(borrow, rename = "currentIoTHubHostName")]
-    current_iot_hub_host_name_alt: Option<Str<'a>>,
+    pub(crate) current_iot_hub_host_name_alt: Option<Str<'a>>,
+    /// The device id, when the device was assigned before.
     #[serde(borrow)]
-    current_device_id: Option<Str<'a>>,
-    symmetric_key: Option<IgnoredAny>,
-    tpm: Option<IgnoredAny>,
-    x509: Option<Value>,
-    payload: Option<Value>,
+    pub(crate) current_device_id: Option<Str<'a>>,
+    /// Present (as `{}`) for symmetric-key devices.
+    #[schema(value_type = Option<Object>)]
+    pub(crate) symmetric_key: Option<IgnoredAny>,
+    /// Present for TPM devices.
+    #[schema(value_type = Option<Object>)]
+    pub(crate) tpm: Option<IgnoredAny>,
+    /// Present for X.509 devices; opaque, policies may read paths inside it.
+    #[schema(value_type = Option<Object>)]
+    pub(crate) x509: Option<Value>,
+    /// The device's registration payload, when it sent one (a JSON object).
+    #[schema(value_type = Option<Object>)]
+    pub(crate) payload: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// `enrollmentGroup` or `individualEnrollment`: the fields the policy reads.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RawEnrollment<'a> {
+#[schema(as = Enrollment)]
+pub struct RawEnrollment<'a> {
+    /// The group id (group enrollments).
     #[serde(borrow)]
-    enrollment_group_id: Option<Str<'a>>,
+    pub(crate) enrollment_group_id: Option<Str<'a>>,
+    /// The device id (individual enrollments).
     #[serde(borrow)]
-    device_id: Option<Str<'a>>,
-    capabilities: Option<RawCapabilities>,
-    reprovision_policy: Option<RawReprovisionPolicy>,
+    pub(crate) device_id: Option<Str<'a>>,
+    /// `iotEdge`.
+    pub(crate) capabilities: Option<RawCapabilities>,
+    /// `updateHubAssignment` (absent: true).
+    pub(crate) reprovision_policy: Option<RawReprovisionPolicy>,
+    /// `type`.
     #[serde(borrow)]
-    attestation: Option<RawAttestation<'a>>,
+    pub(crate) attestation: Option<RawAttestation<'a>>,
 }
 
-#[derive(Deserialize)]
+/// `capabilities`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RawCapabilities {
-    iot_edge: Option<bool>,
+#[schema(as = Capabilities)]
+pub struct RawCapabilities {
+    /// Whether the device is an IoT Edge device.
+    pub(crate) iot_edge: Option<bool>,
 }
 
-#[derive(Deserialize)]
+/// `reprovisionPolicy`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RawReprovisionPolicy {
-    update_hub_assignment: Option<bool>,
+#[schema(as = ReprovisionPolicy)]
+pub struct RawReprovisionPolicy {
+    /// False: "never reprovision", the device keeps its hub.
+    pub(crate) update_hub_assignment: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct RawAttestation<'a> {
+/// `attestation`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = EnrollmentAttestation)]
+pub struct RawAttestation<'a> {
+    /// `symmetricKey`, `x509` or `tpm`.
     #[serde(borrow, rename = "type")]
-    kind: Option<Str<'a>>,
+    pub(crate) kind: Option<Str<'a>>,
 }
 
 impl<'a> AllocationRequest<'a> {
@@ -342,16 +393,18 @@ impl<'a> RawRequest<'a> {
 }
 
 /// The 200 response DPS reads.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AllocationResponse<'a> {
     /// The chosen hub, spelled exactly as in the request's `linkedHubs`.
     #[serde(rename = "iotHubHostName")]
     pub iot_hub_host_name: &'a str,
-    /// The device's initial twin; absent lets DPS use the enrollment's.
+    /// The device's initial twin (`tags`, `properties.desired`); absent lets DPS use the enrollment's.
     #[serde(rename = "initialTwin", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub initial_twin: Option<&'a Value>,
     /// A JSON object passed to the device.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub payload: Option<&'a Value>,
 }
 

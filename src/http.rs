@@ -23,7 +23,7 @@ use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
 use tracing_actix_web::{RequestId, TracingLogger};
 
 pub use answer::Answer;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use span::RequestSpan;
 
 use crate::cache::DecisionCache;
@@ -79,14 +79,23 @@ where
         .default_service(web::to(method_not_allowed))
 }
 
+/// The Functions host polls it for readiness.
+#[utoipa::path(get, path = "/", responses((status = 200, description = "The service name", content_type = "text/plain")))]
 async fn root() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("dps-allocator\n")
 }
 
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process serves", content_type = "text/plain")))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// Readiness: a policy revision is active.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "A revision is active", content_type = "text/plain"),
+    (status = 503, description = "No valid revision has loaded yet (`not_ready`, with Retry-After)", body = ErrorBody),
+))]
 async fn readyz(service: web::Data<Service>) -> HttpResponse {
     match service.policy.active() {
         Some(rev) => HttpResponse::Ok()
@@ -172,6 +181,23 @@ fn emit(service: &Service, rev: &Revision, answer: &Answer, request_id: &str, ca
     .emit(&service.metrics);
 }
 
+/// The DPS custom allocation webhook.
+#[utoipa::path(
+    post,
+    path = "/api/allocate",
+    request_body(content = crate::dps::RawRequest, description = "The AllocationRequest, parsed as JSON whatever the Content-Type", content_type = "application/json"),
+    params(("code" = Option<String>, Query, description = "API key, when keys are configured"),
+           ("x-functions-key" = Option<String>, Header, description = "API key, when keys are configured")),
+    responses(
+        (status = 200, description = "Assigned; header x-dps-allocator-decision names the rule", body = crate::dps::AllocationResponse),
+        (status = 400, description = "Malformed AllocationRequest (`bad_request`), or a rule's rejection", body = ErrorBody),
+        (status = 401, description = "Missing or wrong key (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "Rejected by a rule (default `rejected`; a rule may set another 4xx and code)", body = ErrorBody),
+        (status = 413, description = "Body over 128 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 422, description = "No eligible hub (`no_eligible_hub`) or twin over IoT Hub limits (`twin_too_large`)", body = ErrorBody),
+        (status = 503, description = "No valid policy revision yet (`not_ready`, with Retry-After)", body = ErrorBody),
+    )
+)]
 async fn allocate(
     service: web::Data<Service>,
     req: HttpRequest,
@@ -186,6 +212,18 @@ async fn allocate(
     Ok(respond(&answer))
 }
 
+/// The decision allocate would make, with every step; changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/explain",
+    request_body(content = crate::dps::RawRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The explanation (its `status` is what allocate would answer)", body = ExplainReport),
+        (status = 401, description = "Missing or wrong key", body = ErrorBody),
+        (status = 413, description = "Body over 128 KiB", body = ErrorBody),
+        (status = 503, description = "No valid policy revision yet", body = ErrorBody),
+    )
+)]
 async fn explain(
     service: web::Data<Service>,
     req: HttpRequest,
@@ -201,6 +239,12 @@ async fn explain(
 }
 
 /// `POST /allocate`: the Azure Functions envelope. Always HTTP 200; the DPS status is inside.
+#[utoipa::path(
+    post,
+    path = "/allocate",
+    request_body(content = envelope::EnvelopeRequest, content_type = "application/json"),
+    responses((status = 200, description = "Always 200: the DPS status is Outputs.res.statusCode", body = envelope::EnvelopeResponse))
+)]
 async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::Payload, id: RequestId) -> HttpResponse {
     let id = id.to_string();
     let started = Instant::now();
@@ -239,17 +283,19 @@ async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::P
 }
 
 /// The `explain` document: what allocate would answer, the decision and the trace.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ExplainReport<'a> {
     /// The status allocate would answer.
     pub status: u16,
     /// The body allocate would answer.
+    #[schema(value_type = Object)]
     pub response: serde_json::Value,
     /// The decision.
     pub decision: answer::Summary<'a>,
     /// The chosen hub.
     pub hub: Option<&'a str>,
     /// Every step.
+    #[schema(value_type = crate::engine::Trace)]
     pub trace: &'a crate::engine::Trace,
 }
 

@@ -10,7 +10,7 @@ use crate::geo::{LocationSource, Unknown};
 use crate::policy::{HubState, Revision};
 
 /// What the engine did, step by step.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Trace {
     /// The device's tenant.
     pub tenant: Option<String>,
@@ -27,9 +27,10 @@ pub struct Trace {
 }
 
 /// The device's location as geo-latency saw it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LocationTrace {
-    /// Where it came from; `None` when unknown.
+    /// Where it came from (`coordinates`, `ip`, `region`); `None` when unknown.
+    #[schema(value_type = Option<String>)]
     pub source: Option<LocationSource>,
     /// Latitude.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,6 +42,7 @@ pub struct LocationTrace {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy_km: Option<u16>,
     /// Why sources present in the payload did not yield, in order.
+    #[schema(value_type = Vec<String>)]
     pub misses: Vec<Unknown>,
 }
 
@@ -57,7 +59,7 @@ impl LocationTrace {
 }
 
 /// One rule tried.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RuleTrace {
     /// Rule name.
     pub rule: String,
@@ -71,16 +73,18 @@ pub struct RuleTrace {
 }
 
 /// One linked hub as the chosen rule saw it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CandidateTrace {
     /// Host as spelled in `linkedHubs`.
     pub host: String,
     /// Index in `linkedHubs`.
     #[serde(skip)]
+    #[schema(ignore)]
     pub linked_index: usize,
     /// Whether it is in the catalogue.
     pub catalogued: bool,
     /// Its state.
+    #[schema(value_type = String)]
     pub state: HubState,
     /// Its weight.
     pub weight: u32,

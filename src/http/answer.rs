@@ -75,7 +75,7 @@ impl Answer {
 }
 
 /// What the engine decided, for people and logs.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Summary<'r> {
     /// Revision id.
     pub revision: &'r str,

@@ -88,6 +88,23 @@ impl ApiError {
     }
 }
 
+/// `{"error": {"code", "message"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// The error.
+    pub error: ErrorDetail<'a>,
+}
+
+/// The error's code and message.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// snake_case: `bad_request`, `unauthorized`, a rule's reason, `payload_too_large`, `no_eligible_hub`,
+    /// `twin_too_large`, `not_ready`, `internal`, `method_not_allowed`.
+    pub code: &'a str,
+    /// One line.
+    pub message: &'a str,
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)

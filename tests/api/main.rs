@@ -7,5 +7,6 @@
 mod bad_input;
 mod fixtures;
 mod helpers;
+mod operations;
 mod smoke;
 mod tutorial;
