@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/ensure-tools.sh
+export DPS_ALLOCATOR_REQUIRE_TOOLS=1
 cargo build --locked --quiet
 cargo test --locked --all-targets
 ./target/debug/dps-allocator check policies

@@ -7,6 +7,8 @@
 mod bad_input;
 mod fixtures;
 mod helpers;
+mod live;
 mod operations;
+mod reload;
 mod smoke;
 mod tutorial;

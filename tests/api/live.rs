@@ -1,0 +1,162 @@
+//! The real binary, on loopback: a server started with flags and environment, its log captured to a
+//! file, and a small HTTP/1.1 client. Used by the smoke and operations tests that need a process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::repo;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_dps-allocator");
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl Server {
+    /// Starts `dps-allocator serve ARGS` in the repository with extra environment, and waits for its
+    /// listening line. `--listen 127.0.0.1:0` is added unless `args` or `env` choose the address.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let log = std::env::temp_dir().join(format!("dps-live-{}-{}.log", std::process::id(), unique()));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve");
+        let chooses = args.contains(&"--listen") || env.iter().any(|(k, _)| k.starts_with("FUNCTIONS_"));
+        if !chooses {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .current_dir(repo())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let mut child = cmd.spawn().expect("binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reads the listening line");
+        let addr = line.trim().rsplit("://").next().and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            panic!(
+                "no listening line ({line:?}); log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Server { child, addr, log }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns the exit code and the whole log.
+    pub fn terminate(mut self) -> (Option<i32>, String) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let mut code = None;
+        for _ in 0..400 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                code = status.code();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        (code, self.log())
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dps-live-{}-{}-{name}", std::process::id(), unique()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// A response: status, headers (lower-case names), body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 exchange over a fresh connection.
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(request).expect("writes");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// GET a path.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// POST a body with extra header lines.
+pub fn post(addr: SocketAddr, path: &str, body: &str, extra_headers: &str) -> Response {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, req.as_bytes())
+}
+
+/// The request of a fixture file.
+pub fn fixture_request(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("fixture");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["request"].to_string()
+}
