@@ -128,5 +128,73 @@ fn bench_geo(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_geo);
+criterion_group!(benches, bench_geo, bench_cache);
 criterion_main!(benches);
+
+/// The whole answer path, request bytes to response bytes, with the shipped policy: without the decision
+/// cache, and with it (every request a hit, and every request a miss).
+fn bench_cache(c: &mut Criterion) {
+    use dps_allocator::http::cached_answer;
+    use dps_allocator::service::Service;
+    use std::time::Duration;
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let rev = dps_allocator::policy::load_dir(&dir).expect("shipped policy");
+    let fabrikam = [
+        "fabrikam-weu-1.azure-devices.net",
+        "fabrikam-neu-1.azure-devices.net",
+        "fabrikam-eus-1.azure-devices.net",
+        "fabrikam-sea-1.azure-devices.net",
+    ];
+    let bodies: Vec<Vec<u8>> = (0..65_536)
+        .map(|i| {
+            serde_json::to_vec(&serde_json::json!({
+                "enrollmentGroup": {
+                    "enrollmentGroupId": "fabrikam-sensors", "attestation": { "type": "symmetricKey" },
+                    "capabilities": { "iotEdge": false }, "etag": "\"1b00f2e6-0000-0300-0000-65a1c5f40000\"",
+                    "provisioningStatus": "enabled", "reprovisionPolicy": { "updateHubAssignment": true, "migrateDeviceData": true },
+                    "createdDateTimeUtc": "2026-01-12T15:04:36.2171549Z", "allocationPolicy": "custom",
+                    "iotHubs": fabrikam, "customAllocationDefinition": { "webhookUrl": "https://x.azurewebsites.net/api/allocate?****", "apiVersion": "2021-10-01" }
+                },
+                "deviceRuntimeContext": { "registrationId": format!("fab-sensor-{i:06}"), "symmetricKey": {}, "payload": { "model": "th-200" } },
+                "linkedHubs": fabrikam
+            }))
+            .expect("json")
+        })
+        .collect();
+    let rev2 = dps_allocator::policy::load_dir(&dir).expect("shipped policy");
+    let no_cache = Service::for_revision(rev).expect("service");
+    let cache = Service::for_revision(rev2).expect("service").with_cache(dps_allocator::cache::SUGGESTED_CAPACITY, Duration::from_secs(3600));
+    let current = cache.policy.active().expect("active");
+    for b in &bodies[..4096] {
+        cached_answer(&cache, &current, b);
+    }
+    let plain = no_cache.policy.active().expect("active");
+    let mut group = c.benchmark_group("answer path, shipped policy, ~900-byte request");
+    let mut i = 0;
+    group.bench_function("decision cache off", |b| {
+        b.iter(|| {
+            i = (i + 1) % bodies.len();
+            black_box(cached_answer(&no_cache, &plain, &bodies[i]))
+        })
+    });
+    group.bench_function("decision cache hit", |b| {
+        b.iter(|| {
+            i = (i + 1) % 4096;
+            black_box(cached_answer(&cache, &current, &bodies[i]))
+        })
+    });
+    // Misses: a full cache of the suggested size, and a rotation four times longer than it keeps.
+    let tiny = Service::for_revision(dps_allocator::policy::load_dir(&dir).expect("policy"))
+        .expect("service")
+        .with_cache(dps_allocator::cache::SUGGESTED_CAPACITY, Duration::from_secs(3600));
+    let tiny_rev = tiny.policy.active().expect("active");
+    group.bench_function("decision cache miss (decide, then insert)", |b| {
+        b.iter(|| {
+            i = (i + 1) % bodies.len();
+            black_box(cached_answer(&tiny, &tiny_rev, &bodies[i]))
+        })
+    });
+    group.finish();
+    eprintln!("request body size: {} bytes", bodies[0].len());
+}

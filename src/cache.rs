@@ -14,8 +14,13 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::http::Answer;
 
-/// Entries kept by default.
-pub const DEFAULT_CAPACITY: u64 = 16_384;
+/// Entries kept by default: none. Measured (docs/benchmarks.md), a hit is several times cheaper than
+/// deciding but a miss several times dearer, so the cache pays only when well over a third of requests
+/// repeat an earlier body within the TTL, which DPS traffic (first registrations, rare re-registrations)
+/// does not do.
+pub const DEFAULT_CAPACITY: u64 = 0;
+/// A sensible size when the cache is turned on.
+pub const SUGGESTED_CAPACITY: u64 = 16_384;
 /// Seconds an entry lives by default.
 pub const DEFAULT_TTL_SECS: u64 = 300;
 

@@ -145,16 +145,11 @@ fn active(service: &Service, id: &str) -> Result<Arc<Revision>, ApiError> {
     })
 }
 
-/// The answer to one body under one revision: from the cache, else decided (and cached). Emits the
-/// decision event.
-fn decide(service: &Service, rev: &Revision, body: &[u8], request_id: &str, started: Instant) -> Arc<Answer> {
-    let key = service
-        .cache
-        .enabled()
-        .then(|| DecisionCache::key(&rev.id, service.geoip_stamp(), body));
+/// The answer to one body under one revision: from the decision cache, else decided (and cached).
+pub fn cached_answer(service: &Service, rev: &Revision, body: &[u8]) -> (Arc<Answer>, CacheUse) {
+    let key = service.cache.enabled().then(|| DecisionCache::key(&rev.id, service.geoip_stamp(), body));
     if let Some(hit) = key.as_ref().and_then(|k| service.cache.get(k)) {
-        emit(service, rev, &hit, request_id, CacheUse::Hit, started);
-        return hit;
+        return (hit, CacheUse::Hit);
     }
     let answer = Arc::new(answer::allocate(body, rev, service.geoip.as_ref()));
     let cache = match key {
@@ -166,6 +161,12 @@ fn decide(service: &Service, rev: &Revision, body: &[u8], request_id: &str, star
         Some(_) => CacheUse::Miss,
         None => CacheUse::Off,
     };
+    (answer, cache)
+}
+
+/// [`cached_answer`], and the decision event.
+fn decide(service: &Service, rev: &Revision, body: &[u8], request_id: &str, started: Instant) -> Arc<Answer> {
+    let (answer, cache) = cached_answer(service, rev, body);
     emit(service, rev, &answer, request_id, cache, started);
     answer
 }
