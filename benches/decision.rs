@@ -164,7 +164,9 @@ fn bench_cache(c: &mut Criterion) {
         .collect();
     let rev2 = dps_allocator::policy::load_dir(&dir).expect("shipped policy");
     let no_cache = Service::for_revision(rev).expect("service");
-    let cache = Service::for_revision(rev2).expect("service").with_cache(dps_allocator::cache::SUGGESTED_CAPACITY, Duration::from_secs(3600));
+    let cache = Service::for_revision(rev2)
+        .expect("service")
+        .with_cache(dps_allocator::cache::SUGGESTED_CAPACITY, Duration::from_secs(3600));
     let current = cache.policy.active().expect("active");
     for b in &bodies[..4096] {
         cached_answer(&cache, &current, b);

@@ -147,7 +147,10 @@ fn active(service: &Service, id: &str) -> Result<Arc<Revision>, ApiError> {
 
 /// The answer to one body under one revision: from the decision cache, else decided (and cached).
 pub fn cached_answer(service: &Service, rev: &Revision, body: &[u8]) -> (Arc<Answer>, CacheUse) {
-    let key = service.cache.enabled().then(|| DecisionCache::key(&rev.id, service.geoip_stamp(), body));
+    let key = service
+        .cache
+        .enabled()
+        .then(|| DecisionCache::key(&rev.id, service.geoip_stamp(), body));
     if let Some(hit) = key.as_ref().and_then(|k| service.cache.get(k)) {
         return (hit, CacheUse::Hit);
     }

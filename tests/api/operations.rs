@@ -211,3 +211,35 @@ async fn status_reports_the_revision_hubs_geoip_and_caches() {
     assert_eq!(s["caches"]["decision_enabled"], false);
     assert_eq!(s["api_keys"], 0);
 }
+
+/// `tests/envelope/*.json`: `{description, envelope, expect: {statusCode, body}}`, each POSTed to
+/// `/allocate` as the Functions host would.
+#[actix_web::test]
+async fn envelope_fixtures_pass() {
+    let app = app_with(service(shipped())).await;
+    let dir = crate::helpers::repo().join("tests/envelope");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2);
+    for f in files {
+        let case: Value = serde_json::from_str(&std::fs::read_to_string(&f).expect("read")).expect("json");
+        let r = send(
+            &app,
+            TestRequest::post()
+                .uri("/allocate")
+                .set_payload(case["envelope"].to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", f.display());
+        let out = r.json();
+        let res = &out["Outputs"]["res"];
+        assert_eq!(res["statusCode"], case["expect"]["statusCode"], "{}", f.display());
+        let body: Value = serde_json::from_str(res["body"].as_str().expect("string")).expect("json body");
+        assert_eq!(body, case["expect"]["body"], "{}", f.display());
+        assert_eq!(res["headers"]["Content-Type"], "application/json");
+    }
+}
