@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the external tools the tests use, when missing: promtool (Debian `prometheus`), openssl and
-# curl (the TLS test). Debian/Ubuntu only; elsewhere it says what to install and the tests that need a
+# curl (the TLS test), chromium (renders the simulation report headless). Debian/Ubuntu only; elsewhere it says what to install and the tests that need a
 # missing tool fail with its name.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "please install: ${need[*]} (promtool comes with Prometheus)" >&2

@@ -4,6 +4,7 @@
 mod check;
 mod explain;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 
@@ -42,6 +43,8 @@ pub enum Command {
     },
     /// Decide one AllocationRequest and print every step of the decision.
     Explain(explain::ExplainArgs),
+    /// Run a fleet through a policy change: devices per hub, moves, rejections, reprovisioning time.
+    Simulate(simulate::SimulateArgs),
     /// Print the JSON Schema of a policy file (for editor completion).
     Schema,
 }
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> Status {
             Err(status) => status,
         },
         Command::Explain(args) => explain::run(args),
+        Command::Simulate(args) => simulate::run(args),
         Command::Schema => schema(),
     }
 }

@@ -13,7 +13,10 @@ mod trace;
 
 use std::fmt;
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use crate::dps::AllocationRequest;
 use crate::geo::{self, GeoIp, LocationSource, Unknown};
@@ -182,8 +185,8 @@ pub fn decide(
     geoip: Option<&GeoIp>,
     mut trace: Option<&mut Trace>,
 ) -> Decision {
-    let reg_lower = req.registration_id.as_str().to_ascii_lowercase();
-    let current_lower = req.current_hub.as_ref().map(|h| h.as_str().to_ascii_lowercase());
+    let reg_lower = ascii_lower(req.registration_id.as_str());
+    let current_lower = req.current_hub.as_ref().map(|h| ascii_lower(h.as_str()));
     let mut facts = Facts {
         registration_id: &reg_lower,
         device_id: req.device_id(),
@@ -246,19 +249,26 @@ pub fn decide(
     };
 
     let seed = rev.settings.seed;
-    let linked: Vec<Linked> = req
+    // Linked hubs often come in catalogue order: try the slot after the previous match first.
+    let mut hint = 0;
+    let linked: SmallVec<[Linked; 64]> = req
         .linked_hubs
         .iter()
         .enumerate()
         .map(|(index, host)| {
-            let hub = rev.find_hub(host.as_str());
+            let hub = rev.find_hub_from(host.as_str(), hint);
+            if let Some(h) = hub {
+                hint = h + 1;
+            }
             let key = hub.map_or_else(|| seed.host_key(host.as_str()), |h| rev.hubs[h].key);
             Linked { index, hub, key }
         })
         .collect();
-    let current = current_lower
-        .as_deref()
-        .and_then(|c| req.linked_hubs.iter().position(|h| h.as_str().eq_ignore_ascii_case(c)));
+    // The current hub's place in linkedHubs: by catalogue index when catalogued (no string compares).
+    let current = current_lower.as_deref().and_then(|c| match rev.find_hub(c) {
+        Some(hub) => linked.iter().find(|l| l.hub == Some(hub)).map(|l| l.index),
+        None => req.linked_hubs.iter().position(|h| h.as_str().eq_ignore_ascii_case(c)),
+    });
     let cx = Ctx {
         req,
         rev,
@@ -277,7 +287,8 @@ pub fn decide(
         reasons.push(Reason::NeverReprovisionButCurrentNotLinked);
     }
 
-    let candidates = cx.candidates(rule, &linked, trace.as_deref_mut());
+    let mut candidates = Candidates::new();
+    cx.candidates(rule, &linked, &mut candidates, trace.as_deref_mut());
     if candidates.is_empty() {
         reasons.push(Reason::NoCandidates);
         return decision(Outcome::NoEligibleHub, reasons);
@@ -332,6 +343,9 @@ fn first_rule_traced(rev: &Revision, facts: &Facts<'_>, t: &mut Trace) -> Option
     None
 }
 
+/// Candidates, on the stack for up to 64 (DPS links at most 50 hubs).
+type Candidates = SmallVec<[Cand; 64]>;
+
 /// A candidate: its linked index and catalogue index.
 #[derive(Debug, Clone, Copy)]
 struct Cand {
@@ -343,11 +357,10 @@ struct Cand {
 impl Ctx<'_, '_> {
     /// Linked hubs the rule may choose, in the selector's order: a host list's order, else catalogue
     /// order followed by uncatalogued linked hubs in `linkedHubs` order.
-    fn candidates(&self, rule: &Rule, linked: &[Linked], mut trace: Option<&mut Trace>) -> Vec<Cand> {
+    fn candidates(&self, rule: &Rule, linked: &[Linked], out: &mut Candidates, mut trace: Option<&mut Trace>) {
         let rev = self.rev;
         let include_unknown = rev.settings.unknown_linked_hubs == UnknownLinkedHubs::Include;
         let tenant = self.tenant.map(|t| rev.tenants[t].id.as_str());
-        let mut out: Vec<Cand> = Vec::with_capacity(linked.len());
         let mut note = |l: &Linked, why: Option<&str>| {
             if let Some(t) = trace.as_deref_mut() {
                 t.candidates
@@ -407,33 +420,40 @@ impl Ctx<'_, '_> {
                 }
             }
         }
-        match &rule.selector {
-            Selector::List(list) => {
-                out.sort_by_key(|c| c.hub.and_then(|h| list.iter().position(|&x| x == h)));
+        // Only `static` (and a static fallback) depends on the order; hashing and distances do not.
+        let ordered = matches!(
+            rule.action,
+            Action::Assign(
+                Strategy::Static
+                    | Strategy::GeoLatency {
+                        fallback: Fallback::Static,
+                        ..
+                    }
+            )
+        );
+        if ordered {
+            match &rule.selector {
+                Selector::List(list) => out.sort_by_key(|c| c.hub.and_then(|h| list.iter().position(|&x| x == h))),
+                _ => out.sort_by_key(|c| (c.hub.is_none(), c.hub.unwrap_or(0), c.index)),
             }
-            _ => out.sort_by_key(|c| (c.hub.is_none(), c.hub.unwrap_or(0), c.index)),
         }
-        out
     }
 
     fn weighted(&self, candidates: &[Cand], trace: Option<&mut Trace>) -> Cand {
-        let entrants: Vec<Entrant<'_>> = candidates
-            .iter()
-            .map(|c| Entrant {
-                key: c.key,
-                weight: c.hub.map_or(1, |h| self.rev.hubs[h].weight),
-                host: self.req.linked_hubs[c.index].as_str(),
-            })
-            .collect();
+        let entrant = |c: &Cand| Entrant {
+            key: c.key,
+            weight: c.hub.map_or(1, |h| self.rev.hubs[h].weight),
+            host: self.req.linked_hubs[c.index].as_str(),
+        };
         if let Some(t) = trace {
-            for (c, e) in candidates.iter().zip(&entrants) {
-                let score = rendezvous::score(e.key, e.weight, self.device_key);
+            for c in candidates {
+                let e = entrant(c);
                 if let Some(ct) = t.candidates.iter_mut().find(|ct| ct.linked_index == c.index) {
-                    ct.score = Some(score);
+                    ct.score = Some(rendezvous::score(e.key, e.weight, self.device_key));
                 }
             }
         }
-        let i = rendezvous::choose(&entrants, self.device_key).unwrap_or(0);
+        let i = rendezvous::choose(candidates.iter().map(entrant), self.device_key).unwrap_or(0);
         candidates[i]
     }
 
@@ -559,6 +579,15 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// The ASCII-lowercased string, borrowed when it already is (DPS ids and hosts usually are).
+fn ascii_lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 fn tenant_only_vars(tenant: Option<&str>) -> Vars<'_> {
     Vars {
         registration_id: "",
@@ -591,6 +620,9 @@ fn merge(tenant: &[(String, ValueTemplate)], rule: &[(String, ValueTemplate)], v
 }
 
 fn json_len(map: &Map<String, Value>) -> usize {
+    if map.is_empty() {
+        return 2;
+    }
     serde_json::to_vec(map).map_or(usize::MAX, |v| v.len())
 }
 

@@ -96,6 +96,32 @@ pub fn caseless_xxh3(s: &str, seed: u64) -> u64 {
     }
 }
 
+/// A fast hash of a host name for catalogue lookups, ignoring ASCII case. Not a placement hash: nothing
+/// persists it, and callers verify matches. `| 0x20` folds ASCII letters to lower case and leaves the
+/// other host-name bytes (digits, `-`, `.`) unchanged; any other byte pair it merges is caught by the
+/// verification.
+#[inline]
+pub fn lookup_hash(s: &str) -> u64 {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes = s.as_bytes();
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(23) ^ (u64::from_le_bytes(w) | FOLD)).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        let folded = u64::from_le_bytes(w) | (FOLD >> (8 * (8 - rest.len())));
+        h = (h.rotate_left(23) ^ folded).wrapping_mul(K);
+    }
+    mix64(h)
+}
+
 /// The splitmix64 finaliser: a bijection with full avalanche.
 #[inline]
 pub fn mix64(mut z: u64) -> u64 {
@@ -132,6 +158,20 @@ mod tests {
         );
         let long = "X".repeat(300);
         assert_eq!(seed.device_key(&long), seed.device_key(&long.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn lookup_hashes_ignore_case_and_length_matters() {
+        assert_eq!(
+            lookup_hash("Hub-1.Azure-Devices.NET"),
+            lookup_hash("hub-1.azure-devices.net")
+        );
+        assert_ne!(
+            lookup_hash("hub-1.azure-devices.net"),
+            lookup_hash("hub-2.azure-devices.net")
+        );
+        assert_ne!(lookup_hash("a"), lookup_hash("a\0"));
+        assert_ne!(lookup_hash(""), lookup_hash("a"));
     }
 
     #[test]

@@ -17,4 +17,5 @@ pub mod policy;
 pub mod regions;
 pub mod reload;
 pub mod service;
+pub mod simulate;
 pub mod telemetry;

@@ -20,7 +20,7 @@ pub use error::{Location, PolicyError, PolicyErrors, Source};
 pub use load::{EMBEDDED_DEFAULT, embedded_default, load_dir, read_sources};
 pub use raw::{HubState, StrategyName, UnknownLinkedHubs};
 
-use crate::hashing::{PrehashedMap, SeedKey, caseless_xxh3};
+use crate::hashing::{PrehashedMap, SeedKey, lookup_hash};
 use crate::regions::Region;
 use condition::{JsonPath, When};
 use template::{StrTemplate, ValueTemplate};
@@ -45,17 +45,25 @@ pub struct Revision {
     pub files: Vec<Arc<str>>,
 }
 
-/// Seed of the caseless host lookup table (independent of the policy's hash seed).
-const LOOKUP_SEED: u64 = 0x6c6f_6f6b_7570;
-
 impl Revision {
-    /// The catalogue index of a host, ignoring ASCII case.
+    /// The catalogue index of a host, ignoring ASCII case. On the request path for every linked hub
+    /// (up to 50 per request), so it hashes cheaply and compares bytes first.
     pub fn find_hub(&self, host: &str) -> Option<usize> {
-        let i = *self.hub_lookup.get(&caseless_xxh3(host, LOOKUP_SEED))? as usize;
+        let i = *self.hub_lookup.get(&lookup_hash(host))? as usize;
         match self.hubs.get(i) {
-            Some(h) if h.host.eq_ignore_ascii_case(host) => Some(i),
-            // A 64-bit collision between two different hosts: fall back to a scan.
+            Some(h) if h.host_lower.as_bytes() == host.as_bytes() || h.host.eq_ignore_ascii_case(host) => Some(i),
+            // Two different hosts with one lookup hash: fall back to a scan.
             _ => self.hubs.iter().position(|h| h.host.eq_ignore_ascii_case(host)),
+        }
+    }
+
+    /// Like [`Revision::find_hub`], trying catalogue slot `hint` first (one byte comparison): linked
+    /// hubs listed in catalogue order then resolve without hashing.
+    pub fn find_hub_from(&self, host: &str, hint: usize) -> Option<usize> {
+        match self.hubs.get(hint) {
+            // The very string (a simulator borrowing catalogue hosts), else the same bytes.
+            Some(h) if std::ptr::eq(h.host.as_str(), host) || h.host_lower.as_bytes() == host.as_bytes() => Some(hint),
+            _ => self.find_hub(host),
         }
     }
 
@@ -67,7 +75,7 @@ impl Revision {
     fn build_lookup(hubs: &[Hub]) -> PrehashedMap<u32> {
         let mut map: PrehashedMap<u32> = HashMap::default();
         for (i, h) in hubs.iter().enumerate() {
-            map.entry(caseless_xxh3(&h.host, LOOKUP_SEED)).or_insert(i as u32);
+            map.entry(lookup_hash(&h.host)).or_insert(i as u32);
         }
         map
     }
@@ -121,6 +129,8 @@ pub struct LatLon {
 pub struct Hub {
     /// Host name as written in the catalogue.
     pub host: String,
+    /// The same, ASCII-lowercased (what DPS usually sends), for a byte-equality fast path.
+    pub host_lower: String,
     /// Rendezvous key of the host under the revision's seed.
     pub key: u64,
     /// The region, when given.

@@ -26,17 +26,27 @@ pub fn score(host_key: u64, weight: u32, device_key: u64) -> f64 {
 }
 
 /// The index of the winning entrant, or `None` when there are none.
-pub fn choose(entrants: &[Entrant<'_>], device_key: u64) -> Option<usize> {
-    let mut best: Option<(usize, f64)> = None;
-    for (i, e) in entrants.iter().enumerate() {
-        let s = score(e.key, e.weight, device_key);
+///
+/// Exact, with a shortcut: since `-ln(u) >= 1 - u` on (0, 1), a score is at most `weight / (1 - u)`; an
+/// entrant whose bound is below the best score so far cannot win, so its logarithm is never taken.
+pub fn choose<'h>(entrants: impl IntoIterator<Item = Entrant<'h>>, device_key: u64) -> Option<usize> {
+    let mut best: Option<(usize, f64, &'h str)> = None;
+    for (i, e) in entrants.into_iter().enumerate() {
+        let u = unit_interval(pair_hash(e.key, device_key));
+        let w = f64::from(e.weight);
+        if let Some((_, bs, _)) = best
+            && w / (1.0 - u) < bs
+        {
+            continue;
+        }
+        let s = -w / u.ln();
         best = match best {
-            None => Some((i, s)),
-            Some((b, bs)) if s > bs || (s == bs && host_before(e.host, entrants[b].host)) => Some((i, s)),
+            None => Some((i, s, e.host)),
+            Some((_, bs, bh)) if s > bs || (s == bs && host_before(e.host, bh)) => Some((i, s, e.host)),
             keep => keep,
         };
     }
-    best.map(|(i, _)| i)
+    best.map(|(i, _, _)| i)
 }
 
 fn host_before(a: &str, b: &str) -> bool {
@@ -72,7 +82,7 @@ mod tests {
                 host,
             })
             .collect();
-        choose(&entrants, device_key).expect("non-empty")
+        choose(entrants, device_key).expect("non-empty")
     }
 
     /// Golden placements: these devices must land on these hubs for ever, whatever the toolchain.
@@ -130,6 +140,28 @@ mod tests {
         );
     }
 
+    proptest! {
+        /// The shortcut never changes the winner: compare with the plain maximum of every score.
+        #[test]
+        fn the_pruned_choice_equals_the_full_maximum(
+            weights in proptest::collection::vec(1u32..=1000, 1..60),
+            device in any::<u64>(),
+        ) {
+            let seed = SeedKey::new("prune");
+            let h = hubs(seed, &weights);
+            let full = h
+                .iter()
+                .enumerate()
+                .map(|(i, (_, key, w))| (i, score(*key, *w, device)))
+                .fold(None::<(usize, f64)>, |best, (i, s)| match best {
+                    Some((_, bs)) if bs >= s => best,
+                    _ => Some((i, s)),
+                })
+                .map(|(i, _)| i);
+            prop_assert_eq!(choose(h.iter().map(|(host, key, w)| Entrant { key: *key, weight: *w, host }), device), full);
+        }
+    }
+
     #[test]
     fn ties_go_to_the_smaller_host() {
         let e = [
@@ -144,8 +176,8 @@ mod tests {
                 host: "A",
             },
         ];
-        assert_eq!(choose(&e, 1), Some(1));
-        assert_eq!(choose(&[], 1), None);
+        assert_eq!(choose(e, 1), Some(1));
+        assert_eq!(choose([], 1), None);
     }
 
     proptest! {

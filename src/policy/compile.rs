@@ -353,6 +353,7 @@ fn compile_hubs(cx: &mut Ctx<'_>, items: &[Item<RawHub>], seed: SeedKey) -> Vec<
         if cx.errors.len() == before {
             hubs.push(Hub {
                 host: host.to_owned(),
+                host_lower: host.to_ascii_lowercase(),
                 key: seed.host_key(host),
                 region,
                 location,

@@ -10,5 +10,6 @@ mod helpers;
 mod live;
 mod operations;
 mod reload;
+mod simulate;
 mod smoke;
 mod tutorial;
