@@ -166,8 +166,18 @@ impl Progress {
             None => indicatif::ProgressBar::hidden(),
         };
         let style =
-            indicatif::ProgressStyle::with_template("{spinner} {human_pos}/{human_len} devices  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            indicatif::ProgressStyle::with_template("{spinner} {human_pos}/{human_len} devices  {rate}  eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(
+                            w,
+                            "{} devices/s",
+                            crate::simulate::report::group(state.per_sec() as u64)
+                        );
+                    },
+                );
         bar.set_style(style);
         Progress {
             bar,
