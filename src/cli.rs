@@ -3,7 +3,8 @@
 
 mod check;
 mod explain;
-mod serve;
+mod healthcheck;
+pub mod serve;
 mod simulate;
 
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Print the JSON Schema of a policy file (for editor completion).
     Schema,
+    /// Exit 0 when the local server answers /healthz (container health checks without a shell).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// The `--geoip FILE` option shared by `serve`, `test` and `explain`.
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> Status {
         Command::Explain(args) => explain::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Schema => schema(),
+        Command::Healthcheck(args) => healthcheck::run(args),
     }
 }
 

