@@ -4,6 +4,7 @@
 #
 #   scripts/package-functions.sh [OUT.zip]     (default: target/functions/dps-allocator-functions.zip)
 #   POLICIES=/path/to/policies scripts/package-functions.sh    (default: ./policies)
+#   GEOIP=/path/to/GeoLite2-City.mmdb scripts/package-functions.sh   (adds it, and --geoip to host.json)
 #
 # The binary is a static x86_64-unknown-linux-musl build, so it runs on whatever Linux image the Functions
 # host uses. Where the musl target or musl-gcc cannot be installed, it falls back to a glibc build and
@@ -38,6 +39,16 @@ fi
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp deploy/azure-functions/host.json "$stage/"
+if [ -n "${GEOIP:-}" ]; then
+  cp "$GEOIP" "$stage/$(basename "$GEOIP")"
+  python3 - "$stage/host.json" "$(basename "$GEOIP")" <<'PY'
+import json, sys
+path, db = sys.argv[1], sys.argv[2]
+host = json.load(open(path))
+host["customHandler"]["description"]["arguments"] += ["--geoip", db]
+json.dump(host, open(path, "w"), indent=2)
+PY
+fi
 mkdir "$stage/allocate" "$stage/policies"
 cp deploy/azure-functions/allocate/function.json "$stage/allocate/"
 install -m 0755 "$bin" "$stage/dps-allocator"
@@ -47,5 +58,5 @@ mkdir -p "$(dirname "$out")"
 abs_out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 rm -f "$abs_out"
 # zip keeps the Unix mode bits (the executable bit) in each entry's external attributes.
-(cd "$stage" && zip -q -X -r "$abs_out" host.json allocate dps-allocator policies)
+(cd "$stage" && zip -q -X -r "$abs_out" .)
 echo "$out: $(du -h "$abs_out" | cut -f1), binary $kind"
