@@ -128,7 +128,74 @@ fn bench_geo(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_geo, bench_cache);
+/// A policy of `hubs` hubs and `rules` rules that discriminate on the enrollment group (even rules) and
+/// the registration-id prefix (odd rules), then a catch-all: the shape of large multi-tenant policies.
+pub fn rules_policy(hubs: usize, rules: usize) -> String {
+    let mut text = String::from("[settings]\nhash_seed = \"bench\"\n");
+    for h in 0..hubs {
+        text.push_str(&format!(
+            "[[hub]]\nhost = \"hub-{h:02}.azure-devices.net\"\nweight = {}\n",
+            1 + h % 5
+        ));
+    }
+    for r in 0..rules.saturating_sub(1) {
+        let when = if r % 2 == 0 {
+            format!("enrollment_group = \"group-{r:05}\"")
+        } else {
+            format!("registration_id = {{ prefix = \"p{r:05}-\" }}")
+        };
+        text.push_str(&format!(
+            "[[rule]]\nname = \"r{r:05}\"\nwhen = {{ {when} }}\nstrategy = \"weighted-hash\"\n"
+        ));
+    }
+    text.push_str("[[rule]]\nname = \"spread\"\n");
+    text
+}
+
+fn bench_rules(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one decision, weighted-hash");
+    for (hubs, rules) in [(10usize, 10usize), (50, 1_000), (50, 10_000)] {
+        let rev = policy(rules_policy(hubs, rules));
+        let linked: Vec<String> = (0..hubs).map(|h| format!("hub-{h:02}.azure-devices.net")).collect();
+        let linked = serde_json::to_string(&linked).expect("json");
+        let middle = rules / 2 / 2 * 2;
+        let matching: Vec<Vec<u8>> = (0..256)
+            .map(|i| {
+                format!(
+                    r#"{{"enrollmentGroup":{{"enrollmentGroupId":"group-{middle:05}"}},"deviceRuntimeContext":{{"registrationId":"dev-{i}"}},"linkedHubs":{linked}}}"#
+                )
+                .into_bytes()
+            })
+            .collect();
+        let unmatched: Vec<Vec<u8>> = (0..256)
+            .map(|i| {
+                format!(
+                    r#"{{"enrollmentGroup":{{"enrollmentGroupId":"nobody"}},"deviceRuntimeContext":{{"registrationId":"dev-{i}"}},"linkedHubs":{linked}}}"#
+                )
+                .into_bytes()
+            })
+            .collect();
+        for (label, bodies) in [
+            ("a rule in the middle matches", &matching),
+            ("only the last rule matches", &unmatched),
+        ] {
+            let reqs: Vec<AllocationRequest<'_>> = bodies
+                .iter()
+                .map(|b| AllocationRequest::parse(b).expect("valid"))
+                .collect();
+            let mut i = 0;
+            group.bench_function(format!("{hubs} hubs, {rules} rules, {label}"), |b| {
+                b.iter(|| {
+                    i = (i + 1) % reqs.len();
+                    black_box(decide(&reqs[i], &rev, None, None))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_rules, bench_geo, bench_cache);
 criterion_main!(benches);
 
 /// The whole answer path, request bytes to response bytes, with the shipped policy: without the decision

@@ -3,21 +3,26 @@
 # its HEALTHCHECK passes, it answers GET /readyz and a DPS allocation request (with its key), and it
 # refuses one without a key. Needs root, buildah and podman (installed if missing), and base images:
 # on a machine without a registry, the local stand-ins of ../shared/tools/local-container-images.sh
-# (pass another path with LOCAL_IMAGES=...). Not run in CI (no container engine there).
+# (pass another path with LOCAL_IMAGES=...). IMAGE=name verifies an image built before instead of
+# building one. Not run in CI (no container engine there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 images=${LOCAL_IMAGES:-../shared/tools/local-container-images.sh}
-tag=localhost/dps-allocator:verify
+tag=${IMAGE:-localhost/dps-allocator:verify}
 name=dps-allocator-verify
 port=${PORT:-18080}
 key=verify-$RANDOM$RANDOM
 store=(--storage-driver vfs)
 
-if [ -x "$images" ]; then "$images" debian rust distroless; fi
-echo "-- building $tag (log: target/verify-image-build.log)"
-mkdir -p target
-buildah "${store[@]}" bud --isolation chroot --pull=never --format docker -t "$tag" . > target/verify-image-build.log 2>&1 \
-  || { tail -30 target/verify-image-build.log; exit 1; }
+if [ -z "${IMAGE:-}" ]; then
+  if [ -x "$images" ]; then "$images" debian rust distroless; fi
+  echo "-- building $tag (log: target/verify-image-build.log)"
+  mkdir -p target
+  buildah "${store[@]}" bud --isolation chroot --pull=never --format docker -t "$tag" . > target/verify-image-build.log 2>&1 \
+    || { tail -30 target/verify-image-build.log; exit 1; }
+else
+  echo "-- verifying the existing image $tag (IMAGE=...)"
+fi
 
 cleanup() { podman "${store[@]}" rm -f "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT

@@ -208,6 +208,15 @@ pub fn decide(
     let mut reasons = Vec::with_capacity(4);
     let matched = match trace.as_deref_mut() {
         Some(t) => first_rule_traced(rev, &facts, t),
+        None if rev.rule_index.enabled() => {
+            let mut candidates = crate::policy::index::Candidates::new();
+            rev.rule_index
+                .candidates(facts.enrollment_group, facts.registration_id, &mut candidates);
+            candidates
+                .iter()
+                .map(|&i| i as usize)
+                .find(|&i| rev.rules[i].when.holds(&facts))
+        }
         None => rev.rules.iter().position(|r| r.when.holds(&facts)),
     };
     let rule_index = match (matched, rev.default_rule) {

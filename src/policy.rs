@@ -8,6 +8,7 @@
 mod compile;
 pub mod condition;
 mod error;
+pub mod index;
 mod load;
 pub mod raw;
 pub mod template;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 pub use compile::compile;
 pub use error::{Location, PolicyError, PolicyErrors, Source};
+pub use index::RuleIndex;
 pub use load::{EMBEDDED_DEFAULT, embedded_default, load_dir, read_sources};
 pub use raw::{HubState, StrategyName, UnknownLinkedHubs};
 
@@ -39,6 +41,8 @@ pub struct Revision {
     pub tenants: Vec<Tenant>,
     /// Rules, in file order.
     pub rules: Vec<Rule>,
+    /// The rules indexed by what they discriminate on.
+    pub rule_index: RuleIndex,
     /// Index of `settings.default_rule`.
     pub default_rule: Option<usize>,
     /// The files the revision was built from.

@@ -20,7 +20,10 @@ pub struct LogGuard {
 /// Installs the global subscriber (a second call leaves the first in place).
 pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // The writer thread drains lines into a buffer and flushes when the queue is empty: one write per
+    // burst rather than per line.
+    let (writer, guard) =
+        tracing_appender::non_blocking(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let installed = match format {
         LogFormat::Pretty => builder.with_target(false).try_init(),

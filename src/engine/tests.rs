@@ -511,3 +511,68 @@ sticky = false
         }
     }
 }
+
+mod rule_index {
+    use super::*;
+    use proptest::prelude::{any, prop_assert_eq, prop_oneof, proptest};
+    use proptest::strategy::{Just, Strategy as _};
+
+    fn group_cond() -> impl proptest::strategy::Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            (0u8..6).prop_map(|g| format!("enrollment_group = \"g{g}\", ")),
+            (0u8..6, 0u8..6).prop_map(|(a, b)| format!("enrollment_group = {{ any_of = [\"g{a}\", \"g{b}\"] }}, ")),
+            (0u8..6).prop_map(|g| format!("enrollment_group = {{ prefix = \"g{g}\" }}, ")),
+            (0u8..6).prop_map(|g| format!("enrollment_group = {{ not = {{ equals = \"g{g}\" }} }}, ")),
+        ]
+    }
+
+    fn id_cond() -> impl proptest::strategy::Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-c]{0,3}".prop_map(|p| format!("registration_id = {{ prefix = \"{p}\" }}, ")),
+            "[a-c]{1,4}".prop_map(|p| format!("registration_id = \"{p}\", ")),
+            "[A-C]{1,2}".prop_map(|p| format!("registration_id = {{ contains = \"{p}\" }}, ")),
+        ]
+    }
+
+    fn rule() -> impl proptest::strategy::Strategy<Value = (String, String, Option<bool>)> {
+        (group_cond(), id_cond(), proptest::option::of(any::<bool>()))
+    }
+
+    proptest! {
+        #[test]
+        fn the_indexed_first_match_is_the_full_scans(
+            rules in proptest::collection::vec(rule(), 24..60),
+            requests in proptest::collection::vec((0u8..7, "[a-cA-C]{0,5}", any::<bool>()), 1..40),
+        ) {
+            let mut text = String::from("[settings]\nhash_seed = \"idx\"\n");
+            for (i, (g, id, edge)) in rules.iter().enumerate() {
+                let edge = edge.map(|e| format!("iot_edge = {e}, ")).unwrap_or_default();
+                let when = format!("{g}{id}{edge}");
+                let when = when.trim_end_matches(", ");
+                if when.is_empty() {
+                    // A catch-all would make later rules unreachable (a load error): keep it last.
+                    continue;
+                }
+                text.push_str(&format!("[[rule]]\nname = \"r{i}\"\nwhen = {{ {when} }}\n"));
+            }
+            let Ok(rev) = compile(vec![Source { name: "idx.toml".into(), text }]) else { return Ok(()) };
+            for (g, id, edge) in requests {
+                let group = if g == 6 { Value::Null } else { json!(format!("g{g}")) };
+                let id = if id.is_empty() { "x".to_owned() } else { id };
+                let body = json!({
+                    "deviceRuntimeContext": { "registrationId": id },
+                    "linkedHubs": ["h"],
+                    "enrollmentGroup": { "enrollmentGroupId": group, "capabilities": { "iotEdge": edge } }
+                });
+                let bytes = serde_json::to_vec(&body).expect("json");
+                let req = AllocationRequest::parse(&bytes).expect("valid");
+                let indexed = decide(&req, &rev, None, None).rule;
+                let mut trace = Trace::default();
+                let scanned = decide(&req, &rev, None, Some(&mut trace)).rule;
+                prop_assert_eq!(indexed, scanned);
+            }
+        }
+    }
+}

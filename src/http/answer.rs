@@ -4,7 +4,7 @@
 
 use actix_web::web::Bytes;
 use serde::Serialize;
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::ApiError;
 use crate::dps::{AllocationRequest, AllocationResponse};
@@ -174,11 +174,7 @@ fn error_parts(e: ApiError) -> (u16, Bytes, Option<String>, Option<ApiError>) {
     (e.status, Bytes::from(e.body()), None, Some(e))
 }
 
-/// 16 hex digits of XXH3 over the revision id and the request body.
+/// 16 hex digits of XXH3 over the request body, seeded by the revision id.
 pub fn decision_id(revision: &str, body: &[u8]) -> String {
-    let mut buf = Vec::with_capacity(revision.len() + 1 + body.len());
-    buf.extend_from_slice(revision.as_bytes());
-    buf.push(0);
-    buf.extend_from_slice(body);
-    format!("{:016x}", xxh3_64(&buf))
+    format!("{:016x}", xxh3_64_with_seed(body, xxh3_64(revision.as_bytes())))
 }

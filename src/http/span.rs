@@ -1,4 +1,5 @@
-//! The root span of every request (tracing-actix-web), recording only what is safe to log: method,
+//! The root span of every request (tracing-actix-web, which also assigns the request id), recording only
+//! what is safe to log: method,
 //! matched route, request id and status. Never the URL or its query string (`?code=` carries keys), never
 //! headers (`x-functions-key` carries keys), never the client address.
 
@@ -19,7 +20,9 @@ impl RootSpanBuilder for RequestSpan {
             .map(ToString::to_string)
             .unwrap_or_default();
         let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-        tracing::info_span!(
+        // DEBUG: every decision and refusal event carries the request id itself, so at the default INFO
+        // level the span would only cost time (RUST_LOG=debug shows it).
+        tracing::debug_span!(
             "request",
             method = %request.method(),
             route = %route,

@@ -118,6 +118,7 @@ pub fn compile(sources: Vec<Source>) -> Result<Revision, PolicyErrors> {
         hubs,
         hub_lookup: lookup,
         tenants,
+        rule_index: super::RuleIndex::build(&rules),
         rules,
         default_rule,
         files: sources.iter().map(|s| s.name.clone()).collect(),

@@ -48,6 +48,24 @@ impl StrCond {
         StrCond { ops }
     }
 
+    /// Values one of which the string must equal for the condition to hold (`equals`, `any_of`), if any:
+    /// what the rule index files a rule under.
+    pub fn required_values(&self) -> Option<Vec<&str>> {
+        self.ops.iter().find_map(|op| match op {
+            StrOp::Equals(s) => Some(vec![&**s]),
+            StrOp::AnyOf(list) => Some(list.iter().map(|s| &**s).collect()),
+            _ => None,
+        })
+    }
+
+    /// A prefix the string must start with for the condition to hold (`prefix`, or `equals`), if any.
+    pub fn required_prefix(&self) -> Option<&str> {
+        self.ops.iter().find_map(|op| match op {
+            StrOp::Prefix(p) | StrOp::Equals(p) => Some(&**p),
+            _ => None,
+        })
+    }
+
     /// Whether the condition holds for a value (`None`: the value is absent). Only `exists = false` and
     /// `not` can hold for an absent value.
     pub fn matches(&self, value: Option<&str>) -> bool {

@@ -1,0 +1,64 @@
+-- wrk script for scripts/bench.sh: realistic AllocationRequests (about 900 bytes, as DPS sends them)
+-- rotated over BENCH_IDS registration ids (default 20000). The mix: 60 % Fabrikam sensors (weighted
+-- hashing, tenant twin, templated payload), 20 % Fabrikam vehicles reporting an IP (geo-latency through
+-- GeoIP), 10 % the tutorial's toaster (static, twin), 10 % sensors re-registering (sticky).
+
+local n = tonumber(os.getenv("BENCH_IDS") or "20000")
+local bodies = {}
+local i = 0
+
+local fabrikam = '["fabrikam-weu-1.azure-devices.net","fabrikam-neu-1.azure-devices.net",' ..
+  '"fabrikam-eus-1.azure-devices.net","fabrikam-sea-1.azure-devices.net","fabrikam-eus-old.azure-devices.net"]'
+local contoso = '["contoso-toasters-hub-1098.azure-devices.net","contoso-heatpumps-hub-1098.azure-devices.net"]'
+
+local function enrollment(group, hubs)
+  return '{"enrollmentGroupId":"' .. group .. '","attestation":{"type":"symmetricKey"},' ..
+    '"capabilities":{"iotEdge":false},"etag":"\\"1b00f2e6-0000-0300-0000-65a1c5f40000\\"",' ..
+    '"provisioningStatus":"enabled","reprovisionPolicy":{"updateHubAssignment":true,"migrateDeviceData":true},' ..
+    '"createdDateTimeUtc":"2026-01-12T15:04:36.2171549Z","lastUpdatedDateTimeUtc":"2026-01-12T15:04:36.2171549Z",' ..
+    '"allocationPolicy":"custom","iotHubs":' .. hubs .. ',' ..
+    '"customAllocationDefinition":{"webhookUrl":"https://contoso-alloc.azurewebsites.net/api/allocate?****","apiVersion":"2021-10-01"}}'
+end
+
+local function body(k)
+  local kind = k % 10
+  if kind < 6 then
+    return '{"enrollmentGroup":' .. enrollment("fabrikam-sensors", fabrikam) ..
+      ',"deviceRuntimeContext":{"registrationId":"fab-sensor-' .. k .. '","symmetricKey":{},' ..
+      '"payload":{"model":"th-200","firmware":{"channel":"stable","version":"4.2.1"}}},"linkedHubs":' .. fabrikam .. '}'
+  elseif kind < 8 then
+    local ip = (k % 2 == 0) and ("198.51.100." .. (k % 250)) or ("100.64." .. (k % 200) .. ".7")
+    return '{"enrollmentGroup":' .. enrollment("fabrikam-vehicles", fabrikam) ..
+      ',"deviceRuntimeContext":{"registrationId":"fab-truck-' .. k .. '","symmetricKey":{},' ..
+      '"payload":{"ip":"' .. ip .. '","model":"fleet-7"}},"linkedHubs":' .. fabrikam .. '}'
+  elseif kind < 9 then
+    return '{"enrollmentGroup":' .. enrollment("contoso-custom-allocated-devices", contoso) ..
+      ',"deviceRuntimeContext":{"registrationId":"breakroom' .. k .. '-contoso-tstrsd-007","symmetricKey":{},' ..
+      '"payload":{"MyDeviceFirmwareVersion":"12.0.2.5","MyDeviceProvisioningVersion":"1.0.0.0"}},"linkedHubs":' .. contoso .. '}'
+  else
+    return '{"enrollmentGroup":' .. enrollment("fabrikam-sensors", fabrikam) ..
+      ',"deviceRuntimeContext":{"registrationId":"fab-sensor-' .. k .. '","symmetricKey":{},' ..
+      '"currentIotHubHostName":"fabrikam-neu-1.azure-devices.net","currentDeviceId":"fab-sensor-' .. k .. '",' ..
+      '"payload":{"model":"th-200"}},"linkedHubs":' .. fabrikam .. '}'
+  end
+end
+
+init = function(args)
+  for k = 1, n do
+    bodies[k] = body(k)
+  end
+end
+
+request = function()
+  i = i % n + 1
+  return wrk.format("POST", "/api/allocate", { ["Content-Type"] = "application/json" }, bodies[i])
+end
+
+done = function(summary, latency, requests)
+  local non2xx = summary.errors.status or 0
+  io.write(string.format("BENCH requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d " ..
+    "p50_us=%d p99_us=%d p999_us=%d\n",
+    summary.requests, summary.duration, non2xx, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.timeout, latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9)))
+end
