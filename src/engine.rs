@@ -130,7 +130,9 @@ pub enum Reason {
 }
 
 impl fmt::Display for Reason {
+    /// Written piece by piece (no format strings): every decision log line carries the reasons.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = |f: &mut fmt::Formatter<'_>, n: u32| f.write_str(itoa::Buffer::new().format(n));
         match self {
             Reason::RuleMatched => f.write_str("rule matched"),
             Reason::DefaultRule => f.write_str("no rule matched: default rule"),
@@ -145,17 +147,29 @@ impl fmt::Display for Reason {
             Reason::NotSticky => f.write_str("rule is not sticky"),
             Reason::CurrentHubNotCandidate => f.write_str("current hub is no longer a candidate"),
             Reason::NoCandidates => f.write_str("no linked hub is eligible for the rule"),
-            Reason::Located(src) => write!(f, "device located by {}", src.as_str()),
-            Reason::LocationUnknown(why) => write!(f, "location unknown ({why}): fallback decides"),
+            Reason::Located(src) => {
+                f.write_str("device located by ")?;
+                f.write_str(src.as_str())
+            }
+            Reason::LocationUnknown(why) => {
+                f.write_str("location unknown (")?;
+                fmt::Display::fmt(why, f)?;
+                f.write_str("): fallback decides")
+            }
             Reason::NoCandidateCoordinates => f.write_str("no candidate hub has coordinates: fallback decides"),
             Reason::HysteresisKept => {
                 f.write_str("kept the current hub: no candidate is nearer by more than hysteresis_km")
             }
-            Reason::TieBand(n) => write!(
-                f,
-                "{n} candidates within tie_band_km of the nearest: split by weighted-hash"
-            ),
-            Reason::Chose(s, n) => write!(f, "{} chose among {n} candidate(s)", s.as_str()),
+            Reason::TieBand(n) => {
+                count(f, *n)?;
+                f.write_str(" candidates within tie_band_km of the nearest: split by weighted-hash")
+            }
+            Reason::Chose(s, n) => {
+                f.write_str(s.as_str())?;
+                f.write_str(" chose among ")?;
+                count(f, *n)?;
+                f.write_str(" candidate(s)")
+            }
         }
     }
 }
@@ -567,7 +581,9 @@ impl Ctx<'_, '_> {
         }
         let initial_twin = twin_value(tags, desired);
         let payload = rule.payload.as_ref().map(|p| p.render(&vars));
-        if let Some(p) = &payload {
+        if let Some(p) = &payload
+            && json_bound(p) > PAYLOAD_LIMIT
+        {
             let size = p.to_string().len();
             if size > PAYLOAD_LIMIT {
                 return Outcome::TooLarge {
@@ -628,11 +644,25 @@ fn merge(tenant: &[(String, ValueTemplate)], rule: &[(String, ValueTemplate)], v
     map
 }
 
+/// The JSON size of a map: exact only when a cheap upper bound says it might matter.
 fn json_len(map: &Map<String, Value>) -> usize {
-    if map.is_empty() {
-        return 2;
+    let bound: usize = 2 + map.iter().map(|(k, v)| 4 + 6 * k.len() + json_bound(v)).sum::<usize>();
+    if bound <= TWIN_TAGS_LIMIT.min(TWIN_DESIRED_LIMIT) {
+        return bound;
     }
     serde_json::to_vec(map).map_or(usize::MAX, |v| v.len())
+}
+
+/// An upper bound on a value's JSON size, without formatting it: a string escapes to at most six bytes
+/// per byte, a number takes at most 24.
+fn json_bound(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => 2 + 6 * s.len(),
+        Value::Array(items) => 2 + items.iter().map(|i| 1 + json_bound(i)).sum::<usize>(),
+        Value::Object(m) => 2 + m.iter().map(|(k, v)| 4 + 6 * k.len() + json_bound(v)).sum::<usize>(),
+    }
 }
 
 fn twin_value(tags: Map<String, Value>, desired: Map<String, Value>) -> Option<Value> {

@@ -4,6 +4,7 @@
 //! written by a background thread so a slow terminal or pipe never stalls a request.
 
 pub mod events;
+mod json;
 mod metrics;
 
 pub use metrics::Metrics;
@@ -27,12 +28,7 @@ pub fn init(format: LogFormat) -> LogGuard {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let installed = match format {
         LogFormat::Pretty => builder.with_target(false).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
     };
     LogGuard {
         _writer: installed.ok().map(|()| guard),

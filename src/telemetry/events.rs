@@ -83,7 +83,7 @@ impl DecisionEvent<'_> {
         tracing::info!(
             target: "decision",
             request_id = self.request_id,
-            decision_id = %a.decision_id,
+            decision_id = a.decision_id.as_str(),
             registration_id = a.registration_id.as_deref().unwrap_or(""),
             enrollment = a.enrollment.as_deref().unwrap_or(""),
             status = a.status,
@@ -94,7 +94,7 @@ impl DecisionEvent<'_> {
             sticky,
             reasons = %reasons,
             error = error_code.unwrap_or(""),
-            revision = %rev.id,
+            revision = rev.id.as_str(),
             cache = self.cache.as_str(),
             duration_us = self.elapsed.as_micros() as u64,
             "decision"
