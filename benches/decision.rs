@@ -17,11 +17,7 @@ use dps_allocator::policy::{Revision, Source, compile};
 use dps_allocator::regions::REGIONS;
 
 fn policy(text: String) -> Revision {
-    compile(vec![Source {
-        name: "bench.toml".into(),
-        text,
-    }])
-    .expect("bench policy compiles")
+    compile(vec![Source::new("bench.toml", text)]).expect("bench policy compiles")
 }
 
 /// 50 hubs: one in each of the 49 built-in regions and one more with its own location.

@@ -6,10 +6,7 @@ use super::*;
 use crate::policy::{Source, compile};
 
 fn policy(text: &str) -> Revision {
-    match compile(vec![Source {
-        name: "t.toml".into(),
-        text: text.to_owned(),
-    }]) {
+    match compile(vec![Source::new("t.toml", text)]) {
         Ok(r) => r,
         Err(e) => panic!("{e}"),
     }
@@ -557,7 +554,7 @@ mod rule_index {
                 }
                 text.push_str(&format!("[[rule]]\nname = \"r{i}\"\nwhen = {{ {when} }}\n"));
             }
-            let Ok(rev) = compile(vec![Source { name: "idx.toml".into(), text }]) else { return Ok(()) };
+            let Ok(rev) = compile(vec![Source::new("idx.toml", text)]) else { return Ok(()) };
             for (g, id, edge) in requests {
                 let group = if g == 6 { Value::Null } else { json!(format!("g{g}")) };
                 let id = if id.is_empty() { "x".to_owned() } else { id };

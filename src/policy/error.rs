@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One policy file's text and the name it is reported under.
 #[derive(Debug, Clone)]
@@ -11,15 +11,31 @@ pub struct Source {
     pub name: Arc<str>,
     /// The file's contents.
     pub text: String,
+    /// Byte offsets where lines start, computed on first use: a policy of ten thousand rules asks for
+    /// tens of thousands of locations, and counting lines from the top each time is quadratic.
+    line_starts: OnceLock<Vec<usize>>,
 }
 
 impl Source {
+    /// A source from its name and text.
+    pub fn new(name: impl Into<Arc<str>>, text: impl Into<String>) -> Self {
+        Source {
+            name: name.into(),
+            text: text.into(),
+            line_starts: OnceLock::new(),
+        }
+    }
+
     /// The location of a byte offset in this file.
     pub fn location(&self, offset: usize) -> Location {
         let offset = offset.min(self.text.len());
-        let before = self.text.get(..offset).unwrap_or("");
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let line = starts.partition_point(|&s| s <= offset);
+        let line_start = starts.get(line.saturating_sub(1)).copied().unwrap_or(0);
         let col = self.text.get(line_start..offset).map_or(0, |s| s.chars().count()) + 1;
         Location {
             file: self.name.clone(),
@@ -112,10 +128,7 @@ mod tests {
 
     #[test]
     fn locations_are_one_based_lines_and_character_columns() {
-        let src = Source {
-            name: "a.toml".into(),
-            text: "x = 1\n  é = \"v\"\n".into(),
-        };
+        let src = Source::new("a.toml", "x = 1\n  é = \"v\"\n");
         assert_eq!(src.location(0).to_string(), "a.toml:1:1");
         let v = src.text.find("\"v\"").expect("present");
         assert_eq!(src.location(v).to_string(), "a.toml:2:7");

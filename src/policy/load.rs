@@ -12,10 +12,7 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
 /// Compiles the embedded default policy.
 pub fn embedded_default() -> Result<Revision, PolicyErrors> {
-    compile(vec![Source {
-        name: "<embedded>/default.toml".into(),
-        text: EMBEDDED_DEFAULT.to_owned(),
-    }])
+    compile(vec![Source::new("<embedded>/default.toml", EMBEDDED_DEFAULT)])
 }
 
 /// Reads and compiles a policy directory; every problem is reported at once.
@@ -66,7 +63,7 @@ pub fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyErrors> {
         }
         match std::fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => sources.push(Source { name: display, text }),
+                Ok(text) => sources.push(Source::new(display, text)),
                 Err(_) => errors.push(PolicyError {
                     location: None,
                     message: format!("{display}: not valid UTF-8"),

@@ -3,10 +3,7 @@
 use super::*;
 
 fn src(name: &str, text: &str) -> Source {
-    Source {
-        name: name.into(),
-        text: text.to_owned(),
-    }
+    Source::new(name, text)
 }
 
 fn errors(sources: Vec<Source>) -> Vec<String> {
