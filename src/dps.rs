@@ -314,6 +314,19 @@ fn strip_position(msg: &str) -> &str {
     msg.rfind(" at line ").map_or(msg, |i| &msg[..i])
 }
 
+/// DPS's limit on a registration id.
+pub const REGISTRATION_ID_MAX: usize = 128;
+/// Linked hubs accepted in one request (DPS links at most 50; the headroom is for a future raise).
+pub const LINKED_HUBS_MAX: usize = 256;
+/// The longest DNS name.
+pub const HOST_NAME_MAX: usize = 253;
+
+/// A registration id holds ASCII letters, digits and `- . _ :` (DPS's own rule), so it is safe to put in
+/// twin tags, log lines and headers.
+fn registration_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':')
+}
+
 impl<'a> RawRequest<'a> {
     fn validate(self) -> Result<AllocationRequest<'a>, RequestError> {
         let err = |m: &str| Err(RequestError(m.to_owned()));
@@ -321,14 +334,28 @@ impl<'a> RawRequest<'a> {
             return err("missing field `deviceRuntimeContext`");
         };
         let registration_id = match ctx.registration_id {
-            Some(id) if !id.as_str().is_empty() => id,
-            Some(_) => return err("`deviceRuntimeContext.registrationId` must not be empty"),
+            Some(id) if id.as_str().is_empty() => {
+                return err("`deviceRuntimeContext.registrationId` must not be empty");
+            }
+            Some(id) if id.as_str().len() > REGISTRATION_ID_MAX => {
+                return err("`deviceRuntimeContext.registrationId` is longer than DPS's 128 characters");
+            }
+            Some(id) if !id.as_str().bytes().all(registration_id_byte) => {
+                return err("`deviceRuntimeContext.registrationId` may hold only letters, digits and `- . _ :`");
+            }
+            Some(id) => id,
             None => return err("missing field `deviceRuntimeContext.registrationId`"),
         };
         let linked_hubs = match self.linked_hubs {
             Some(hubs) if hubs.is_empty() => return err("`linkedHubs` must not be empty"),
+            Some(hubs) if hubs.len() > LINKED_HUBS_MAX => {
+                return err("`linkedHubs` holds more than 256 host names");
+            }
             Some(hubs) if hubs.iter().any(|h| h.as_str().is_empty()) => {
                 return err("`linkedHubs` must not contain an empty host name");
+            }
+            Some(hubs) if hubs.iter().any(|h| h.as_str().len() > HOST_NAME_MAX) => {
+                return err("`linkedHubs` holds a host name longer than 253 characters");
             }
             Some(hubs) => hubs,
             None => return err("missing field `linkedHubs`"),

@@ -52,7 +52,13 @@ pub fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyErrors> {
         let display: Arc<str> = path.display().to_string().into();
         match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => {}
-            Ok(_) => continue,
+            Ok(_) => {
+                errors.push(PolicyError {
+                    location: None,
+                    message: format!("{display}: not a regular file (a directory, or a link to one)"),
+                });
+                continue;
+            }
             Err(e) => {
                 errors.push(PolicyError {
                     location: None,

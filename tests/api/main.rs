@@ -5,6 +5,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod corpus;
 mod deploy;
 mod fixtures;
 mod helpers;

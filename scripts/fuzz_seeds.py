@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Writes the fuzz seed corpus from the project's fixtures (run by scripts/fuzz.sh):
+  allocate/: every request body in policies/tests/ and tests/fixtures/*/tests/ and tests/bad-input/, each
+             twice (first byte 0: the shipped policy; 1: the geo fixture policy with a GeoIP database)
+  policy/:   the shipped policy directory and every fixture policy, files joined by a line `%%%`
+"""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+out = Path(sys.argv[1])
+
+
+def put(target, data):
+    d = out / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / ("seed-" + hashlib.sha1(data).hexdigest())).write_bytes(data)
+
+
+n = {"allocate": 0, "policy": 0}
+fixtures = sorted(ROOT.glob("policies/tests/*.json")) + sorted(ROOT.glob("tests/fixtures/*/tests/*.json"))
+for f in fixtures:
+    cases = json.loads(f.read_text())
+    for case in cases if isinstance(cases, list) else [cases]:
+        body = json.dumps(case["request"]).encode()
+        for pick in (b"\x00", b"\x01"):
+            put("allocate", pick + body)
+            n["allocate"] += 1
+bad = ROOT / "tests" / "bad-input" / "requests"
+for f in sorted(bad.glob("*")) if bad.is_dir() else []:
+    put("allocate", b"\x00" + f.read_bytes())
+    n["allocate"] += 1
+
+dirs = [ROOT / "policies"] + sorted(p.parent for p in ROOT.glob("tests/fixtures/*/policy.toml"))
+for d in dirs:
+    files = sorted(d.glob("*.toml"))
+    put("policy", "\n%%%\n".join(f.read_text() for f in files).encode())
+    n["policy"] += 1
+    for f in files:
+        put("policy", f.read_bytes())
+        n["policy"] += 1
+print(f"seeds: {n['allocate']} requests, {n['policy']} policies -> {out}")
