@@ -11,6 +11,7 @@ mod fixtures;
 mod helpers;
 mod live;
 mod operations;
+mod properties;
 mod reload;
 mod simulate;
 mod smoke;
