@@ -67,10 +67,15 @@ impl Server {
     }
 
     /// Sends SIGTERM, waits for the exit, and returns the exit code and the whole log.
-    pub fn terminate(mut self) -> (Option<i32>, String) {
+    pub fn terminate(self) -> (Option<i32>, String) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+        self.wait_exit()
+    }
+
+    /// Waits up to ten seconds for the process to exit; the exit code and the whole log.
+    pub fn wait_exit(mut self) -> (Option<i32>, String) {
         let mut code = None;
         for _ in 0..400 {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -13,6 +13,7 @@ mod live;
 mod operations;
 mod properties;
 mod reload;
+mod shutdown;
 mod simulate;
 mod smoke;
 mod tutorial;
