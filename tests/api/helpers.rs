@@ -31,11 +31,16 @@ pub fn shipped() -> Revision {
     load(&repo().join("policies"))
 }
 
-/// Builds the test GeoIP database from `testdata/geoip/networks.json` into a file of its own and opens it.
-pub fn test_geoip() -> GeoIp {
+/// The test GeoIP database (a MaxMind City database) built from `testdata/geoip/networks.json`.
+pub fn test_geoip_bytes() -> Vec<u8> {
     let text = std::fs::read_to_string(repo().join("testdata/geoip/networks.json")).expect("test networks");
     let records: Vec<NetworkRecord> = serde_json::from_str(&text).expect("valid networks");
-    let db = write_city_db(&records, "DPS-Allocator-Test-City", 1_767_225_600).expect("writes");
+    write_city_db(&records, "DPS-Allocator-Test-City", 1_767_225_600).expect("writes")
+}
+
+/// Builds the test GeoIP database from `testdata/geoip/networks.json` into a file of its own and opens it.
+pub fn test_geoip() -> GeoIp {
+    let db = test_geoip_bytes();
     let path = std::env::temp_dir().join(format!(
         "dps-allocator-test-city-{}-{:?}.mmdb",
         std::process::id(),

@@ -9,8 +9,14 @@ use std::time::Duration;
 
 use crate::helpers::repo;
 
-/// The binary under test.
+/// This build's binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_dps-allocator");
+
+/// The binary the live servers run: this build's, or `DPS_ALLOCATOR_TEST_BIN` (CI points it at the release build
+/// for the long fleet runs).
+pub fn bin() -> String {
+    std::env::var("DPS_ALLOCATOR_TEST_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
 
 /// A running server; killed when dropped.
 pub struct Server {
@@ -32,7 +38,7 @@ impl Server {
     /// listening line. `--listen 127.0.0.1:0` is added unless `args` or `env` choose the address.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
         let log = std::env::temp_dir().join(format!("dps-live-{}-{}.log", std::process::id(), unique()));
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("serve");
         let chooses = args.contains(&"--listen") || env.iter().any(|(k, _)| k.starts_with("FUNCTIONS_"));
         if !chooses {

@@ -7,6 +7,7 @@
 mod bad_input;
 mod corpus;
 mod deploy;
+mod determinism;
 mod fixtures;
 mod helpers;
 mod live;
