@@ -177,7 +177,7 @@ pub struct RawRequest<'a> {
     pub(crate) device_runtime_context: Option<RawRuntimeContext<'a>>,
     /// The hubs the enrollment may use; the answer is one of them, spelled exactly.
     #[serde(borrow)]
-    #[schema(required = true, min_items = 1)]
+    #[schema(required = true, min_items = 1, max_items = 256)]
     pub(crate) linked_hubs: Option<Vec<Str<'a>>>,
     /// A group enrollment (exactly one of the two enrollments).
     #[serde(borrow)]
@@ -192,9 +192,9 @@ pub struct RawRequest<'a> {
 #[serde(rename_all = "camelCase")]
 #[schema(as = DeviceRuntimeContext)]
 pub struct RawRuntimeContext<'a> {
-    /// Non-empty; case-insensitive in DPS.
+    /// Case-insensitive in DPS: 1 to 128 letters, digits and `- . _ :`.
     #[serde(borrow)]
-    #[schema(required = true, min_length = 1)]
+    #[schema(required = true, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]+$")]
     pub(crate) registration_id: Option<Str<'a>>,
     /// The hub the device is on, when it re-registers (also accepted as `currentIoTHubHostName`).
     #[serde(borrow)]
@@ -354,7 +354,12 @@ impl<'a> RawRequest<'a> {
             Some(hubs) if hubs.iter().any(|h| h.as_str().is_empty()) => {
                 return err("`linkedHubs` must not contain an empty host name");
             }
-            Some(hubs) if hubs.iter().any(|h| h.as_str().len() > HOST_NAME_MAX) => {
+            // Counted in characters, as the OpenAPI document's maxLength is (host names are ASCII in DNS).
+            Some(hubs)
+                if hubs
+                    .iter()
+                    .any(|h| h.as_str().len() > HOST_NAME_MAX && h.as_str().chars().count() > HOST_NAME_MAX) =>
+            {
                 return err("`linkedHubs` holds a host name longer than 253 characters");
             }
             Some(hubs) => hubs,

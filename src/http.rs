@@ -53,16 +53,17 @@ pub fn app(
         .app_data(service)
         .wrap(TracingLogger::<RequestSpan>::new())
         .configure(configure)
+        .default_service(web::to(not_found))
 }
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(root))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(status::metrics))
-        .route("/status", web::get().to(status::status))
-        .route("/openapi.json", web::get().to(openapi::serve))
+    cfg.service(only("GET", "/", root))
+        .service(only("GET", "/healthz", healthz))
+        .service(only("GET", "/readyz", readyz))
+        .service(only("GET", "/metrics", status::metrics))
+        .service(only("GET", "/status", status::status))
+        .service(only("GET", "/openapi.json", openapi::serve))
         .service(post_only("/api/allocate", allocate))
         .service(post_only("/api/explain", explain))
         .service(post_only("/allocate", envelope));
@@ -74,9 +75,25 @@ where
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
+    only("POST", path, handler)
+}
+
+/// A resource answering one method; any other gets 405 with a JSON reason and `Allow`.
+fn only<F, Args>(method: &'static str, path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    let route = if method == "GET" { web::get() } else { web::post() };
     web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(method_not_allowed))
+        .route(route.to(handler))
+        .default_service(web::to(move || std::future::ready(method_not_allowed(method))))
+}
+
+/// Any path no route serves: 404 with a JSON reason.
+pub async fn not_found() -> HttpResponse {
+    ApiError::new(404, "not_found", "no such endpoint: see /openapi.json").error_response()
 }
 
 /// The Functions host polls it for readiness.
@@ -105,8 +122,12 @@ async fn readyz(service: web::Data<Service>) -> HttpResponse {
     }
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    ApiError::new(405, "method_not_allowed", "use POST with an AllocationRequest body").error_response()
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut res =
+        ApiError::new(405, "method_not_allowed", format!("this endpoint takes {allow} only")).error_response();
+    res.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    res
 }
 
 /// Reads the whole body, refusing more than [`BODY_LIMIT`] bytes without buffering them.

@@ -34,7 +34,59 @@ pub struct ApiDoc;
 
 /// The document as pretty JSON.
 pub fn json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    let Ok(mut doc) = serde_json::to_value(ApiDoc::openapi()) else {
+        return String::new();
+    };
+    tighten(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// Adds what the request parser enforces and the derive cannot say, so that a request valid by the
+/// document is one the parser accepts and an invalid one is refused (schemathesis checks both ways):
+/// required members are not nullable; a registration id follows DPS's rule; a linked hub is a host name;
+/// exactly one enrollment is an object; at most one attestation member is present. `/api/explain` and
+/// the Functions envelope take any body: they answer 200 whatever it holds, by design (the explanation,
+/// or the DPS status inside the envelope).
+fn tighten(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let schemas = &mut doc["components"]["schemas"];
+    let request = &mut schemas["AllocationRequest"];
+    request["properties"]["deviceRuntimeContext"] = json!({ "$ref": "#/components/schemas/DeviceRuntimeContext" });
+    request["properties"]["linkedHubs"] = json!({
+        "type": "array", "minItems": 1, "maxItems": crate::dps::LINKED_HUBS_MAX,
+        "items": { "type": "string", "minLength": 1, "maxLength": crate::dps::HOST_NAME_MAX },
+        "description": "The hubs the enrollment may use; the answer is one of them, spelled exactly."
+    });
+    let object = |name: &str| json!({ "required": [name], "properties": { name: { "type": "object" } } });
+    request["oneOf"] = json!([object("enrollmentGroup"), object("individualEnrollment")]);
+    let context = &mut schemas["DeviceRuntimeContext"];
+    context["properties"]["registrationId"] = json!({
+        "type": "string", "minLength": 1, "maxLength": crate::dps::REGISTRATION_ID_MAX,
+        "pattern": "^[A-Za-z0-9._:-]+$",
+        "description": "Case-insensitive in DPS: 1 to 128 letters, digits and `- . _ :`."
+    });
+    let present = json!({ "not": { "type": "null" } });
+    let pairs = [("symmetricKey", "x509"), ("symmetricKey", "tpm"), ("x509", "tpm")];
+    let both: Vec<serde_json::Value> = pairs
+        .iter()
+        .map(|(a, b)| json!({ "required": [a, b], "properties": { *a: present, *b: present } }))
+        .collect();
+    context["not"] = json!({ "anyOf": both });
+    // The attestation members are opaque: DPS documents only their presence, and x509's shape not at all.
+    for member in ["symmetricKey", "x509", "tpm"] {
+        let description = context["properties"][member]["description"].clone();
+        context["properties"][member] = json!({ "description": description });
+    }
+    for path in ["/api/explain", "/allocate"] {
+        let body = &mut doc["paths"][path]["post"]["requestBody"];
+        let described = body["content"]["application/json"]["schema"].clone();
+        body["content"] = json!({ "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } });
+        body["required"] = json!(false);
+        if let Some(reference) = described["$ref"].as_str() {
+            let shape = reference.rsplit('/').next().unwrap_or_default();
+            body["description"] = json!(format!("Any bytes; read as a `{shape}` JSON document."));
+        }
+    }
 }
 
 /// This document.
