@@ -3,6 +3,7 @@
 //! request's `linkedHubs`, spelled as sent. Mutated requests (a field replaced by any JSON value, a field
 //! removed, the body cut short or a byte changed) get a 200 or a 4xx with a JSON error, never a 5xx.
 
+use dps_allocator::dps::AllocationRequest;
 use dps_allocator::geo::GeoIp;
 use dps_allocator::http::answer::{Answer, allocate};
 use dps_allocator::policy::{Revision, Source, compile};
@@ -172,12 +173,14 @@ fn check(body: &[u8], a: &Answer) -> Result<(), TestCaseError> {
     );
     let out: Value = serde_json::from_slice(&a.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
     if a.status == 200 {
-        let req: Value = serde_json::from_slice(body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // The request's own parser: a body it accepts may still hold what serde_json::Value refuses (a
+        // lone surrogate escape in a member the parser skips; found by the fuzzer).
+        let req = AllocationRequest::parse(body).map_err(|e| TestCaseError::fail(e.0))?;
         let host = out["iotHubHostName"].as_str().unwrap_or_default();
-        let linked = req["linkedHubs"].as_array().cloned().unwrap_or_default();
         prop_assert!(
-            linked.iter().any(|h| h.as_str() == Some(host)),
-            "{host} not in {linked:?}"
+            req.linked_hubs.iter().any(|h| h.as_str() == host),
+            "{host} not in {:?}",
+            req.linked_hubs
         );
         if let Some(p) = out.get("payload") {
             prop_assert!(p.is_object());
