@@ -10,16 +10,21 @@ pub mod geoip;
 pub mod locate;
 pub mod mmdb;
 
-use geo::{Distance, Haversine, Point};
-
 pub use geoip::{GeoIp, GeoIpError, GeoIpStats, IpLookup};
 pub use locate::{DeviceLocation, LocationSource, Unknown, locate};
 
 use crate::policy::LatLon;
 
+/// The Earth's mean radius (IUGG), in kilometres.
+pub const EARTH_MEAN_RADIUS_KM: f64 = 6371.0088;
+
 /// Great-circle (haversine) distance in kilometres, on a sphere of the Earth's mean radius.
 pub fn distance_km(a: LatLon, b: LatLon) -> f64 {
-    Haversine.distance(Point::new(a.lon, a.lat), Point::new(b.lon, b.lat)) / 1000.0
+    let (lat1, lat2) = (a.lat.to_radians(), b.lat.to_radians());
+    let half_dlat = (b.lat - a.lat).to_radians() / 2.0;
+    let half_dlon = (b.lon - a.lon).to_radians() / 2.0;
+    let h = half_dlat.sin().powi(2) + lat1.cos() * lat2.cos() * half_dlon.sin().powi(2);
+    2.0 * EARTH_MEAN_RADIUS_KM * h.sqrt().min(1.0).asin()
 }
 
 #[cfg(test)]
