@@ -9,11 +9,12 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 
 static SHIPPED: LazyLock<dps_allocator::policy::Revision> = LazyLock::new(common::shipped);
-static GEO: LazyLock<(dps_allocator::policy::Revision, dps_allocator::geo::geoip::GeoIp)> =
-    LazyLock::new(common::geo);
+static GEO: LazyLock<(dps_allocator::policy::Revision, dps_allocator::geo::geoip::GeoIp)> = LazyLock::new(common::geo);
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, body)) = data.split_first() else { return };
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
     if pick & 1 == 0 {
         common::check(body, &SHIPPED, None);
     } else {

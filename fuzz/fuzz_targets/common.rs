@@ -32,15 +32,28 @@ pub fn geo() -> (Revision, GeoIp) {
 /// linkedHubs in both the body and the answer, and the same body gives the same bytes.
 pub fn check(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>) {
     let a = allocate(body, rev, geoip);
-    assert!(a.status < 500, "status {} for {:?}: {:?}", a.status, String::from_utf8_lossy(body), a.body);
+    assert!(
+        a.status < 500,
+        "status {} for {:?}: {:?}",
+        a.status,
+        String::from_utf8_lossy(body),
+        a.body
+    );
     if a.status == 200 {
         assert_in_linked_hubs(body, &a);
     } else {
         let err: serde_json::Value = serde_json::from_slice(&a.body).expect("error bodies are JSON");
-        assert!(err["error"]["code"].as_str().is_some_and(|c| !c.is_empty()), "error body without code: {err}");
+        assert!(
+            err["error"]["code"].as_str().is_some_and(|c| !c.is_empty()),
+            "error body without code: {err}"
+        );
     }
     let b = allocate(body, rev, geoip);
-    assert_eq!((a.status, &a.body), (b.status, &b.body), "same request, different answer");
+    assert_eq!(
+        (a.status, &a.body),
+        (b.status, &b.body),
+        "same request, different answer"
+    );
 }
 
 fn assert_in_linked_hubs(body: &[u8], a: &Answer) {
@@ -50,5 +63,9 @@ fn assert_in_linked_hubs(body: &[u8], a: &Answer) {
     let out: serde_json::Value = serde_json::from_slice(&a.body).expect("a 200 body is JSON");
     let host = out["iotHubHostName"].as_str().expect("iotHubHostName");
     assert_eq!(Some(host), a.hub.as_deref());
-    assert!(req.linked_hubs.iter().any(|h| h.as_str() == host), "{host} not in {:?}", req.linked_hubs);
+    assert!(
+        req.linked_hubs.iter().any(|h| h.as_str() == host),
+        "{host} not in {:?}",
+        req.linked_hubs
+    );
 }

@@ -14,7 +14,11 @@ use libfuzzer_sys::fuzz_target;
 static REQUESTS: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
     let mut out = Vec::new();
     let dir = common::repo().join("policies/tests");
-    let mut paths: Vec<_> = std::fs::read_dir(dir).expect("policies/tests").flatten().map(|e| e.path()).collect();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .expect("policies/tests")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     paths.sort();
     for p in paths {
         let text = std::fs::read_to_string(&p).expect("fixture");
