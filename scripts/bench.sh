@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite: installs what it needs (wrk and valgrind from Debian, oha from crates.io), then
 # runs scripts/bench.py, which measures dps-allocator side by side with a minimal actix-web floor and
-# writes docs/benchmarks.md. About 10 minutes on 2 cores (BENCH_QUICK=1: shorter runs to try it out).
+# writes docs/benchmarks.md. About 6 minutes on 2 cores after the release build (BENCH_QUICK=1: shorter
+# runs to try it out; BENCH_DOC_ONLY=1: rewrite the page from the last run's target/bench/results.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
