@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the fuzz seed corpus from the project's fixtures (run by scripts/fuzz.sh):
-  allocate/: every request body in policies/tests/ and tests/fixtures/*/tests/ and tests/bad-input/, each
+  allocate/: every request body in policies/tests/ and tests/fixtures/*/tests/, each
              twice (first byte 0: the shipped policy; 1: the geo fixture policy with a GeoIP database)
   policy/:   the shipped policy directory and every fixture policy, files joined by a line `%%%`
 """
@@ -28,10 +28,6 @@ for f in fixtures:
         for pick in (b"\x00", b"\x01"):
             put("allocate", pick + body)
             n["allocate"] += 1
-bad = ROOT / "tests" / "bad-input" / "requests"
-for f in sorted(bad.glob("*")) if bad.is_dir() else []:
-    put("allocate", b"\x00" + f.read_bytes())
-    n["allocate"] += 1
 
 dirs = [ROOT / "policies"] + sorted(p.parent for p in ROOT.glob("tests/fixtures/*/policy.toml"))
 for d in dirs:

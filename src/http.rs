@@ -64,18 +64,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(only("GET", "/metrics", status::metrics))
         .service(only("GET", "/status", status::status))
         .service(only("GET", "/openapi.json", openapi::serve))
-        .service(post_only("/api/allocate", allocate))
-        .service(post_only("/api/explain", explain))
-        .service(post_only("/allocate", envelope));
-}
-
-fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    only("POST", path, handler)
+        .service(only("POST", "/api/allocate", allocate))
+        .service(only("POST", "/api/explain", explain))
+        .service(only("POST", "/allocate", envelope));
 }
 
 /// A resource answering one method; any other gets 405 with a JSON reason and `Allow`.

@@ -4,7 +4,7 @@
 //! written by a background thread so a slow terminal or pipe never stalls a request.
 
 pub mod events;
-mod json;
+pub(crate) mod json;
 mod metrics;
 
 pub use metrics::Metrics;

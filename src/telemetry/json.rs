@@ -122,12 +122,9 @@ impl fmt::Write for Escape<'_, '_> {
     }
 }
 
-/// RFC 3339 UTC with microseconds, from integer arithmetic (civil-from-days), without the formatting
-/// machinery: this runs for every log line.
-fn write_timestamp(w: &mut impl fmt::Write, t: SystemTime) -> fmt::Result {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
+/// civil-from-days), without a date crate.
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -136,7 +133,16 @@ fn write_timestamp(w: &mut impl fmt::Write, t: SystemTime) -> fmt::Result {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// RFC 3339 UTC with microseconds, from integer arithmetic (civil-from-days), without the formatting
+/// machinery: this runs for every log line.
+fn write_timestamp(w: &mut impl fmt::Write, t: SystemTime) -> fmt::Result {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
     let mut buf = *b"0000-00-00T00:00:00.000000Z";
     let mut put = |at: usize, width: usize, mut n: u64| {
         for i in (at..at + width).rev() {

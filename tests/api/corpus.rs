@@ -398,11 +398,28 @@ pub struct PolicyCase {
 }
 
 fn policy(what: &'static str, name: &'static str, text: impl Into<String>, needles: &[&'static str]) -> PolicyCase {
+    file(what, name, Content::Text(text.into()), needles)
+}
+
+fn file(what: &'static str, name: &'static str, content: Content, needles: &[&'static str]) -> PolicyCase {
     PolicyCase {
         what,
-        files: vec![(name, Content::Text(text.into()))],
+        files: vec![(name, content)],
         needles: needles.to_vec(),
     }
+}
+
+/// The shipped settings file with a default rule that does not exist.
+fn missing_default_rule() -> PolicyCase {
+    let settings = std::fs::read_to_string(repo().join("policies/00-settings.toml")).expect("settings");
+    let text = settings.replace("default_rule = \"spread\"", "default_rule = \"no-such-rule\"");
+    assert_ne!(text, settings, "the shipped settings name a default rule");
+    policy(
+        "default_rule naming no rule",
+        "00-settings.toml",
+        text,
+        &["00-settings.toml:", "no-such-rule"],
+    )
 }
 
 /// The bad-policy corpus.
@@ -485,40 +502,32 @@ pub fn policies() -> Vec<PolicyCase> {
             "[settings]\nhash_seed = \"x\"\n",
             &["05-corpus.toml:", "settings"],
         ),
-        policy("default_rule naming no rule", "05-corpus.toml", "", &[]).with_replaced_settings(),
-        PolicyCase {
-            what: "invalid UTF-8 in a policy file",
-            files: vec![("25-corpus.toml", Content::Bytes(b"# caf\xe9\n".to_vec()))],
-            needles: vec!["25-corpus.toml", "UTF-8"],
-        },
-        PolicyCase {
-            what: "symlink loop",
-            files: vec![("25-loop.toml", Content::Link("25-loop.toml"))],
-            needles: vec!["25-loop.toml"],
-        },
-        PolicyCase {
-            what: "symlink to a directory loop",
-            files: vec![("25-dir.toml", Content::Link("."))],
-            needles: vec!["25-dir.toml", "not a regular file"],
-        },
-        PolicyCase {
-            what: "dangling symlink",
-            files: vec![("25-gone.toml", Content::Link("does-not-exist.toml"))],
-            needles: vec!["25-gone.toml"],
-        },
+        missing_default_rule(),
+        file(
+            "invalid UTF-8 in a policy file",
+            "25-corpus.toml",
+            Content::Bytes(b"# caf\xe9\n".to_vec()),
+            &["25-corpus.toml", "UTF-8"],
+        ),
+        file(
+            "symlink loop",
+            "25-loop.toml",
+            Content::Link("25-loop.toml"),
+            &["25-loop.toml"],
+        ),
+        file(
+            "symlink to a directory loop",
+            "25-dir.toml",
+            Content::Link("."),
+            &["25-dir.toml", "not a regular file"],
+        ),
+        file(
+            "dangling symlink",
+            "25-gone.toml",
+            Content::Link("does-not-exist.toml"),
+            &["25-gone.toml"],
+        ),
     ]
-}
-
-impl PolicyCase {
-    /// Replaces the shipped settings file with one whose default rule does not exist.
-    fn with_replaced_settings(mut self) -> Self {
-        let settings = std::fs::read_to_string(repo().join("policies/00-settings.toml")).expect("settings");
-        let text = settings.replace("default_rule = \"spread\"", "default_rule = \"no-such-rule\"");
-        assert_ne!(text, settings, "the shipped settings name a default rule");
-        self.files = vec![("00-settings.toml", Content::Text(text))];
-        self.needles = vec!["00-settings.toml:", "no-such-rule"];
-        self
-    }
 }
 
 /// Writes the shipped policy plus a case's files into `dir` (emptied first).

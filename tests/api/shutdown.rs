@@ -43,12 +43,11 @@ fn one(addr: SocketAddr, body: &[u8], pause: Option<Duration>, tally: &mut Tally
         None => s.write_all(&[head.as_bytes(), body].concat()),
     };
     let mut raw = Vec::new();
-    let read = s.read_to_end(&mut raw);
+    let _ = s.read_to_end(&mut raw); // a reset after a partial answer still leaves what arrived in `raw`
     if sent.is_err() || raw.is_empty() {
         tally.closed_unanswered += 1;
         return;
     }
-    let _ = read;
     let text = String::from_utf8_lossy(&raw);
     let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
