@@ -13,8 +13,8 @@ use dps_allocator::dps::AllocationRequest;
 use dps_allocator::engine::decide;
 use dps_allocator::geo::GeoIp;
 use dps_allocator::geo::mmdb::{NetworkRecord, write_city_db};
+use dps_allocator::geo::regions::REGIONS;
 use dps_allocator::policy::{Revision, Source, compile};
-use dps_allocator::regions::REGIONS;
 
 fn policy(text: String) -> Revision {
     compile(vec![Source::new("bench.toml", text)]).expect("bench policy compiles")
@@ -91,17 +91,17 @@ fn bench_geo(c: &mut Criterion) {
     group.bench_function("GeoIP cache cold (every lookup reads the database)", |b| {
         b.iter(|| {
             i = (i + 1) % parsed.len();
-            black_box(decide(&parsed[i], &rev, Some(&cold), None))
+            black_box(decide(&parsed[i], &rev, Some(&cold)))
         })
     });
     let warm = geo_db(65_536);
     for r in &parsed {
-        decide(r, &rev, Some(&warm), None);
+        decide(r, &rev, Some(&warm));
     }
     group.bench_function("GeoIP cache warm", |b| {
         b.iter(|| {
             i = (i + 1) % parsed.len();
-            black_box(decide(&parsed[i], &rev, Some(&warm), None))
+            black_box(decide(&parsed[i], &rev, Some(&warm)))
         })
     });
     let coords = bodies(&hosts, 1024, |i| {
@@ -118,7 +118,7 @@ fn bench_geo(c: &mut Criterion) {
     group.bench_function("payload coordinates (no GeoIP)", |b| {
         b.iter(|| {
             i = (i + 1) % coords.len();
-            black_box(decide(&coords[i], &rev, None, None))
+            black_box(decide(&coords[i], &rev, None))
         })
     });
     group.finish();
@@ -183,7 +183,7 @@ fn bench_rules(c: &mut Criterion) {
             group.bench_function(format!("{hubs} hubs, {rules} rules, {label}"), |b| {
                 b.iter(|| {
                     i = (i + 1) % reqs.len();
-                    black_box(decide(&reqs[i], &rev, None, None))
+                    black_box(decide(&reqs[i], &rev, None))
                 })
             });
         }
@@ -197,8 +197,7 @@ criterion_main!(benches);
 /// The whole answer path, request bytes to response bytes, with the shipped policy: without the decision
 /// cache, and with it (every request a hit, and every request a miss).
 fn bench_cache(c: &mut Criterion) {
-    use dps_allocator::http::cached_answer;
-    use dps_allocator::service::Service;
+    use dps_allocator::server::Service;
     use std::time::Duration;
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -227,12 +226,13 @@ fn bench_cache(c: &mut Criterion) {
         .collect();
     let rev2 = dps_allocator::policy::load_dir(&dir).expect("shipped policy");
     let no_cache = Service::for_revision(rev).expect("service");
-    let cache = Service::for_revision(rev2)
-        .expect("service")
-        .with_cache(dps_allocator::cache::SUGGESTED_CAPACITY, Duration::from_secs(3600));
+    let cache = Service::for_revision(rev2).expect("service").with_cache(
+        dps_allocator::server::cache::SUGGESTED_CAPACITY,
+        Duration::from_secs(3600),
+    );
     let current = cache.policy.active().expect("active");
     for b in &bodies[..4096] {
-        cached_answer(&cache, &current, b);
+        cache.answer(&current, b);
     }
     let plain = no_cache.policy.active().expect("active");
     let mut group = c.benchmark_group("answer path, shipped policy, ~900-byte request");
@@ -240,24 +240,27 @@ fn bench_cache(c: &mut Criterion) {
     group.bench_function("decision cache off", |b| {
         b.iter(|| {
             i = (i + 1) % bodies.len();
-            black_box(cached_answer(&no_cache, &plain, &bodies[i]))
+            black_box(no_cache.answer(&plain, &bodies[i]))
         })
     });
     group.bench_function("decision cache hit", |b| {
         b.iter(|| {
             i = (i + 1) % 4096;
-            black_box(cached_answer(&cache, &current, &bodies[i]))
+            black_box(cache.answer(&current, &bodies[i]))
         })
     });
     // Misses: a full cache of the suggested size, and a rotation four times longer than it keeps.
     let tiny = Service::for_revision(dps_allocator::policy::load_dir(&dir).expect("policy"))
         .expect("service")
-        .with_cache(dps_allocator::cache::SUGGESTED_CAPACITY, Duration::from_secs(3600));
+        .with_cache(
+            dps_allocator::server::cache::SUGGESTED_CAPACITY,
+            Duration::from_secs(3600),
+        );
     let tiny_rev = tiny.policy.active().expect("active");
     group.bench_function("decision cache miss (decide, then insert)", |b| {
         b.iter(|| {
             i = (i + 1) % bodies.len();
-            black_box(cached_answer(&tiny, &tiny_rev, &bodies[i]))
+            black_box(tiny.answer(&tiny_rev, &bodies[i]))
         })
     });
     group.finish();

@@ -9,11 +9,12 @@ mod simulate;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::geo::GeoIp;
 use crate::policy;
-pub use crate::reload::PolicySource;
+use crate::server::reload::PolicySource;
+pub use crate::telemetry::LogFormat;
 
 /// Custom allocation webhook for Azure IoT Hub Device Provisioning Service.
 #[derive(Debug, Parser)]
@@ -73,16 +74,6 @@ impl GeoIpArg {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Pretty,
-    /// One JSON object per line.
-    Json,
-}
-
 /// What a command reports back to `main`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -111,7 +102,7 @@ pub fn run(cli: Cli) -> Status {
 }
 
 fn policy_dir(dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(|| PathBuf::from(crate::reload::DEFAULT_POLICY_DIR))
+    dir.unwrap_or_else(|| PathBuf::from(crate::server::reload::DEFAULT_POLICY_DIR))
 }
 
 fn schema() -> Status {

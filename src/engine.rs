@@ -1,13 +1,16 @@
 //! The decision engine: which hub a device goes to, with what twin and payload, and why.
 //!
 //! [`decide`] is a pure, synchronous function of the request and the compiled revision: no I/O, no clock,
-//! no globals. The HTTP server, `explain`, `test` and `simulate` all call it. It finds the device's tenant,
+//! no globals. The HTTP server, `explain`, `test` and `simulate` all run it. It finds the device's tenant,
 //! the first matching rule (or the default rule), applies the reprovisioning semantics (never-reprovision
 //! keeps the current hub; a sticky rule keeps it while it is a candidate, except for devices in the
 //! rebalance wave), builds the candidates (linked hubs the selector picks, minus disabled ones, draining
 //! ones only for their own devices) and lets the strategy choose. The result records the rule, strategy,
-//! hub, stickiness and reasons; a [`Trace`] records every step for `explain`.
+//! hub, stickiness and reasons. Each step is a function of its own, called in order from
+//! [`decide_with`]; a [`Recorder`] sees every step: [`NoTrace`] (the server, `test`, `simulate`) compiles
+//! to nothing, [`Trace`] (`explain`) keeps everything. Both run the same code, rule index included.
 
+pub mod locate;
 pub mod rendezvous;
 mod trace;
 
@@ -19,15 +22,16 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use crate::dps::AllocationRequest;
-use crate::geo::{self, GeoIp, LocationSource, Unknown};
+use crate::geo::{self, GeoIp};
 use crate::hashing::rebalance_bucket;
 use crate::policy::condition::Facts;
 use crate::policy::template::{ValueTemplate, Vars};
 use crate::policy::{
     Action, Fallback, GeoSettings, HubState, Revision, Rule, Selector, Strategy, StrategyName, UnknownLinkedHubs,
 };
+use locate::{LocationSource, Unknown};
 use rendezvous::Entrant;
-pub use trace::{CandidateTrace, LocationTrace, RuleTrace, Trace};
+pub use trace::{CandidateTrace, LocationTrace, NoTrace, Recorder, RuleTrace, Trace};
 
 /// IoT Hub's limit on twin tags, in bytes of JSON.
 pub const TWIN_TAGS_LIMIT: usize = 8 * 1024;
@@ -192,77 +196,43 @@ struct Ctx<'c, 'a> {
 }
 
 /// Decides one request against one revision, with a GeoIP database when one is configured. Pure: the
-/// same inputs always give the same decision.
-pub fn decide(
+/// same inputs always give the same decision. Records nothing.
+pub fn decide(req: &AllocationRequest<'_>, rev: &Revision, geoip: Option<&GeoIp>) -> Decision {
+    decide_with(req, rev, geoip, &mut NoTrace)
+}
+
+/// [`decide`], recording every step in a [`Trace`]: the same code, rule index included.
+pub fn decide_traced(req: &AllocationRequest<'_>, rev: &Revision, geoip: Option<&GeoIp>) -> (Decision, Trace) {
+    let mut trace = Trace::default();
+    let decision = decide_with(req, rev, geoip, &mut trace);
+    (decision, trace)
+}
+
+/// The decision, step by step: the subject's facts and tenant, the first matching rule (through the rule
+/// index), the linked hubs, never-reprovision, the candidates, stickiness and the rebalance wave, the
+/// strategy, and the rendered twin and payload. `rec` sees each step; [`NoTrace`] compiles to nothing.
+pub fn decide_with<R: Recorder>(
     req: &AllocationRequest<'_>,
     rev: &Revision,
     geoip: Option<&GeoIp>,
-    mut trace: Option<&mut Trace>,
+    rec: &mut R,
 ) -> Decision {
     let reg_lower = ascii_lower(req.registration_id.as_str());
     let current_lower = req.current_hub.as_ref().map(|h| ascii_lower(h.as_str()));
-    let mut facts = Facts {
-        registration_id: &reg_lower,
-        device_id: req.device_id(),
-        enrollment_group: req.enrollment.group_id.as_ref().map(|g| g.as_str()),
-        enrollment_kind: req.enrollment.kind,
-        attestation: req.attestation_kind(),
-        iot_edge: req.enrollment.iot_edge,
-        current_hub: current_lower.as_deref(),
-        tenant: None,
-        payload: req.payload.as_ref(),
-        x509: req.x509.as_ref(),
-    };
-    let tenant = rev.tenants.iter().position(|t| t.when.holds(&facts));
-    facts.tenant = tenant.map(|t| rev.tenants[t].id.as_str());
-    if let Some(t) = trace.as_deref_mut() {
-        t.tenant = facts.tenant.map(str::to_owned);
-    }
-
+    let (facts, tenant) = subject(req, rev, &reg_lower, current_lower.as_deref(), rec);
     let mut reasons = Vec::with_capacity(4);
-    let matched = match trace.as_deref_mut() {
-        Some(t) => first_rule_traced(rev, &facts, t),
-        None if rev.rule_index.enabled() => {
-            let mut candidates = crate::policy::index::Candidates::new();
-            rev.rule_index
-                .candidates(facts.enrollment_group, facts.registration_id, &mut candidates);
-            candidates
-                .iter()
-                .map(|&i| i as usize)
-                .find(|&i| rev.rules[i].when.holds(&facts))
-        }
-        None => rev.rules.iter().position(|r| r.when.holds(&facts)),
-    };
-    let rule_index = match (matched, rev.default_rule) {
-        (Some(i), _) => {
-            reasons.push(Reason::RuleMatched);
-            i
-        }
-        (None, Some(d)) => {
-            reasons.push(Reason::DefaultRule);
-            if let Some(t) = trace.as_deref_mut() {
-                t.default_rule = Some(rev.rules[d].name.clone());
-            }
-            d
-        }
-        (None, None) => {
-            reasons.push(Reason::NoRuleMatched);
-            return Decision {
-                outcome: Outcome::NoEligibleHub,
-                rule: None,
-                tenant,
-                reasons,
-            };
-        }
-    };
-    let rule = &rev.rules[rule_index];
-    let decision = |outcome, reasons| Decision {
+    let decision = |rule, outcome, reasons| Decision {
         outcome,
-        rule: Some(rule_index),
+        rule,
         tenant,
         reasons,
     };
 
+    let Some(rule_index) = match_rule(rev, &facts, &mut reasons, rec) else {
+        return decision(None, Outcome::NoEligibleHub, reasons);
+    };
+    let rule = &rev.rules[rule_index];
+    let decision = |outcome, reasons| decision(Some(rule_index), outcome, reasons);
     let strategy = match &rule.action {
         Action::Reject(r) => {
             reasons.push(Reason::RuleRejects);
@@ -271,11 +241,120 @@ pub fn decide(
         Action::Assign(s) => s,
     };
 
+    let linked = link(req, rev);
+    let current = current_slot(req, rev, &linked, current_lower.as_deref());
+    let cx = Ctx {
+        req,
+        rev,
+        geoip,
+        device_key: rev.settings.seed.device_key(req.registration_id.as_str()),
+        tenant,
+        current,
+    };
+
+    if !req.enrollment.update_hub_assignment && req.current_hub.is_some() {
+        if let Some(c) = current {
+            reasons.push(Reason::NeverReprovision);
+            return decision(cx.assign(rule, c, linked[c].hub, strategy.name(), true), reasons);
+        }
+        reasons.push(Reason::NeverReprovisionButCurrentNotLinked);
+    }
+
+    let mut candidates = Candidates::new();
+    cx.candidates(rule, &linked, &mut candidates, rec);
+    if candidates.is_empty() {
+        reasons.push(Reason::NoCandidates);
+        return decision(Outcome::NoEligibleHub, reasons);
+    }
+
+    if let Some(kept) = cx.stay(rule, &candidates, &mut reasons) {
+        return decision(cx.assign(rule, kept.index, kept.hub, strategy.name(), true), reasons);
+    }
+
+    let chosen = cx.choose(strategy, &candidates, &mut reasons, rec);
+    decision(
+        cx.assign(rule, chosen.index, chosen.hub, strategy.name(), false),
+        reasons,
+    )
+}
+
+/// Step 1: the facts conditions test, and the device's tenant (the first whose conditions hold).
+fn subject<'f, R: Recorder>(
+    req: &'f AllocationRequest<'_>,
+    rev: &'f Revision,
+    reg_lower: &'f str,
+    current_lower: Option<&'f str>,
+    rec: &mut R,
+) -> (Facts<'f>, Option<usize>) {
+    let mut facts = Facts {
+        registration_id: reg_lower,
+        device_id: req.device_id(),
+        enrollment_group: req.enrollment.group_id.as_ref().map(|g| g.as_str()),
+        enrollment_kind: req.enrollment.kind,
+        attestation: req.attestation_kind(),
+        iot_edge: req.enrollment.iot_edge,
+        current_hub: current_lower,
+        tenant: None,
+        payload: req.payload.as_ref(),
+        x509: req.x509.as_ref(),
+    };
+    let tenant = rev.tenants.iter().position(|t| t.when.holds(&facts));
+    facts.tenant = tenant.map(|t| rev.tenants[t].id.as_str());
+    rec.tenant(facts.tenant);
+    (facts, tenant)
+}
+
+/// Step 2: the first rule whose conditions hold, through the rule index when the policy is big enough
+/// for it to pay, else the default rule.
+fn match_rule<R: Recorder>(rev: &Revision, facts: &Facts<'_>, reasons: &mut Vec<Reason>, rec: &mut R) -> Option<usize> {
+    let matched = first_match(rev, facts);
+    if R::ON {
+        rec.rules(rev, facts, matched);
+    }
+    match (matched, rev.default_rule) {
+        (Some(i), _) => {
+            reasons.push(Reason::RuleMatched);
+            Some(i)
+        }
+        (None, Some(d)) => {
+            reasons.push(Reason::DefaultRule);
+            rec.default_rule(&rev.rules[d].name);
+            Some(d)
+        }
+        (None, None) => {
+            reasons.push(Reason::NoRuleMatched);
+            None
+        }
+    }
+}
+
+/// The first rule whose conditions hold: the index's candidates in rule order (a rule the index leaves
+/// out cannot match), or every rule.
+fn first_match(rev: &Revision, facts: &Facts<'_>) -> Option<usize> {
+    if rev.rule_index.enabled() {
+        let mut candidates = crate::policy::index::Candidates::new();
+        rev.rule_index
+            .candidates(facts.enrollment_group, facts.registration_id, &mut candidates);
+        candidates
+            .iter()
+            .map(|&i| i as usize)
+            .find(|&i| rev.rules[i].when.holds(facts))
+    } else {
+        first_match_scan(rev, facts)
+    }
+}
+
+/// The first rule whose conditions hold, testing every rule (what the index must agree with).
+fn first_match_scan(rev: &Revision, facts: &Facts<'_>) -> Option<usize> {
+    rev.rules.iter().position(|r| r.when.holds(facts))
+}
+
+/// Step 3: `linkedHubs` resolved against the catalogue, with their rendezvous keys.
+fn link(req: &AllocationRequest<'_>, rev: &Revision) -> SmallVec<[Linked; 64]> {
     let seed = rev.settings.seed;
     // Linked hubs often come in catalogue order: try the slot after the previous match first.
     let mut hint = 0;
-    let linked: SmallVec<[Linked; 64]> = req
-        .linked_hubs
+    req.linked_hubs
         .iter()
         .enumerate()
         .map(|(index, host)| {
@@ -286,84 +365,20 @@ pub fn decide(
             let key = hub.map_or_else(|| seed.host_key(host.as_str()), |h| rev.hubs[h].key);
             Linked { index, hub, key }
         })
-        .collect();
-    // The current hub's place in linkedHubs: by catalogue index when catalogued (no string compares).
-    let current = current_lower.as_deref().and_then(|c| match rev.find_hub(c) {
-        Some(hub) => linked.iter().find(|l| l.hub == Some(hub)).map(|l| l.index),
-        None => req.linked_hubs.iter().position(|h| h.as_str().eq_ignore_ascii_case(c)),
-    });
-    let cx = Ctx {
-        req,
-        rev,
-        geoip,
-        device_key: seed.device_key(req.registration_id.as_str()),
-        tenant,
-        current,
-    };
-
-    if !req.enrollment.update_hub_assignment && req.current_hub.is_some() {
-        if let Some(c) = current {
-            reasons.push(Reason::NeverReprovision);
-            let hub = linked[c].hub;
-            return decision(cx.assign(rule, c, hub, strategy.name(), true), reasons);
-        }
-        reasons.push(Reason::NeverReprovisionButCurrentNotLinked);
-    }
-
-    let mut candidates = Candidates::new();
-    cx.candidates(rule, &linked, &mut candidates, trace.as_deref_mut());
-    if candidates.is_empty() {
-        reasons.push(Reason::NoCandidates);
-        return decision(Outcome::NoEligibleHub, reasons);
-    }
-
-    if let Some(c) = current {
-        if let Some(&cand) = candidates.iter().find(|l| l.index == c) {
-            if !rule.sticky {
-                reasons.push(Reason::NotSticky);
-            } else if rule.rebalance_bp > 0 && rebalance_bucket(cx.device_key) < rule.rebalance_bp {
-                reasons.push(Reason::Rebalancing);
-            } else {
-                reasons.push(Reason::Sticky);
-                return decision(cx.assign(rule, c, cand.hub, strategy.name(), true), reasons);
-            }
-        } else {
-            reasons.push(Reason::CurrentHubNotCandidate);
-        }
-    }
-
-    let n = candidates.len() as u32;
-    let chosen = match strategy {
-        Strategy::Static => {
-            reasons.push(Reason::Chose(StrategyName::Static, n));
-            candidates[0]
-        }
-        Strategy::WeightedHash => {
-            reasons.push(Reason::Chose(StrategyName::WeightedHash, n));
-            cx.weighted(&candidates, trace)
-        }
-        Strategy::GeoLatency { geo, fallback } => cx.geo_latency(&candidates, geo, *fallback, &mut reasons, trace),
-    };
-    decision(
-        cx.assign(rule, chosen.index, chosen.hub, strategy.name(), false),
-        reasons,
-    )
+        .collect()
 }
 
-fn first_rule_traced(rev: &Revision, facts: &Facts<'_>, t: &mut Trace) -> Option<usize> {
-    for (i, r) in rev.rules.iter().enumerate() {
-        let failed = r.when.first_failing(facts);
-        t.rules.push(RuleTrace {
-            rule: r.name.clone(),
-            at: r.origin.to_string(),
-            matched: failed.is_none(),
-            failed: failed.map(str::to_owned),
-        });
-        if failed.is_none() {
-            return Some(i);
-        }
-    }
-    None
+/// The current hub's place in `linkedHubs`: by catalogue index when catalogued (no string compares).
+fn current_slot(
+    req: &AllocationRequest<'_>,
+    rev: &Revision,
+    linked: &[Linked],
+    current_lower: Option<&str>,
+) -> Option<usize> {
+    current_lower.and_then(|c| match rev.find_hub(c) {
+        Some(hub) => linked.iter().find(|l| l.hub == Some(hub)).map(|l| l.index),
+        None => req.linked_hubs.iter().position(|h| h.as_str().eq_ignore_ascii_case(c)),
+    })
 }
 
 /// Candidates, on the stack for up to 64 (DPS links at most 50 hubs).
@@ -380,14 +395,14 @@ struct Cand {
 impl Ctx<'_, '_> {
     /// Linked hubs the rule may choose, in the selector's order: a host list's order, else catalogue
     /// order followed by uncatalogued linked hubs in `linkedHubs` order.
-    fn candidates(&self, rule: &Rule, linked: &[Linked], out: &mut Candidates, mut trace: Option<&mut Trace>) {
+    /// Step 4: the candidates.
+    fn candidates<R: Recorder>(&self, rule: &Rule, linked: &[Linked], out: &mut Candidates, rec: &mut R) {
         let rev = self.rev;
         let include_unknown = rev.settings.unknown_linked_hubs == UnknownLinkedHubs::Include;
         let tenant = self.tenant.map(|t| rev.tenants[t].id.as_str());
         let mut note = |l: &Linked, why: Option<&str>| {
-            if let Some(t) = trace.as_deref_mut() {
-                t.candidates
-                    .push(CandidateTrace::new(rev, self.req, l.index, l.hub, why));
+            if R::ON {
+                rec.candidate(CandidateTrace::new(rev, self.req, l.index, l.hub, why));
             }
         };
         for l in linked {
@@ -462,18 +477,59 @@ impl Ctx<'_, '_> {
         }
     }
 
-    fn weighted(&self, candidates: &[Cand], trace: Option<&mut Trace>) -> Cand {
+    /// Step 5: the current hub kept, when the device may stay there: never-reprovision was handled
+    /// before; here a sticky rule keeps a device on a hub that is still a candidate, except for devices in
+    /// the rule's rebalance wave.
+    fn stay(&self, rule: &Rule, candidates: &[Cand], reasons: &mut Vec<Reason>) -> Option<Cand> {
+        let c = self.current?;
+        let Some(&cand) = candidates.iter().find(|l| l.index == c) else {
+            reasons.push(Reason::CurrentHubNotCandidate);
+            return None;
+        };
+        if !rule.sticky {
+            reasons.push(Reason::NotSticky);
+            None
+        } else if rule.rebalance_bp > 0 && rebalance_bucket(self.device_key) < rule.rebalance_bp {
+            reasons.push(Reason::Rebalancing);
+            None
+        } else {
+            reasons.push(Reason::Sticky);
+            Some(cand)
+        }
+    }
+
+    /// Step 6: the strategy chooses among the candidates.
+    fn choose<R: Recorder>(
+        &self,
+        strategy: &Strategy,
+        candidates: &[Cand],
+        reasons: &mut Vec<Reason>,
+        rec: &mut R,
+    ) -> Cand {
+        let n = candidates.len() as u32;
+        match strategy {
+            Strategy::Static => {
+                reasons.push(Reason::Chose(StrategyName::Static, n));
+                candidates[0]
+            }
+            Strategy::WeightedHash => {
+                reasons.push(Reason::Chose(StrategyName::WeightedHash, n));
+                self.weighted(candidates, rec)
+            }
+            Strategy::GeoLatency { geo, fallback } => self.geo_latency(candidates, geo, *fallback, reasons, rec),
+        }
+    }
+
+    fn weighted<R: Recorder>(&self, candidates: &[Cand], rec: &mut R) -> Cand {
         let entrant = |c: &Cand| Entrant {
             key: c.key,
             weight: c.hub.map_or(1, |h| self.rev.hubs[h].weight),
             host: self.req.linked_hubs[c.index].as_str(),
         };
-        if let Some(t) = trace {
+        if R::ON {
             for c in candidates {
                 let e = entrant(c);
-                if let Some(ct) = t.candidates.iter_mut().find(|ct| ct.linked_index == c.index) {
-                    ct.score = Some(rendezvous::score(e.key, e.weight, self.device_key));
-                }
+                rec.score(c.index, rendezvous::score(e.key, e.weight, self.device_key));
             }
         }
         let i = rendezvous::choose(candidates.iter().map(entrant), self.device_key).unwrap_or(0);
@@ -482,17 +538,17 @@ impl Ctx<'_, '_> {
 
     /// The nearest candidate; within the tie band, split by weight; the current hub kept under hysteresis;
     /// the fallback when the device or the candidates have no location.
-    fn geo_latency(
+    fn geo_latency<R: Recorder>(
         &self,
         candidates: &[Cand],
         geo: &GeoSettings,
         fallback: Fallback,
         reasons: &mut Vec<Reason>,
-        mut trace: Option<&mut Trace>,
+        rec: &mut R,
     ) -> Cand {
-        let located = geo::locate(self.req.payload.as_ref(), geo, self.geoip);
-        if let Some(t) = trace.as_deref_mut() {
-            t.location = Some(LocationTrace::new(&located));
+        let located = locate::locate(self.req.payload.as_ref(), geo, self.geoip);
+        if R::ON {
+            rec.location(LocationTrace::new(&located));
         }
         let distances: Vec<(Cand, f64)> = match located.location {
             None => {
@@ -514,11 +570,9 @@ impl Ctx<'_, '_> {
                 d
             }
         };
-        if let Some(t) = trace.as_deref_mut() {
+        if R::ON {
             for (c, km) in &distances {
-                if let Some(ct) = t.candidates.iter_mut().find(|ct| ct.linked_index == c.index) {
-                    ct.distance_km = Some(*km);
-                }
+                rec.distance(c.index, *km);
             }
         }
         let Some(nearest) = distances.iter().map(|(_, d)| *d).min_by(f64::total_cmp) else {
@@ -530,7 +584,7 @@ impl Ctx<'_, '_> {
                 }
                 Fallback::WeightedHash => {
                     reasons.push(Reason::Chose(StrategyName::WeightedHash, n));
-                    self.weighted(candidates, trace)
+                    self.weighted(candidates, rec)
                 }
             };
         };
@@ -549,9 +603,10 @@ impl Ctx<'_, '_> {
             reasons.push(Reason::TieBand(band.len() as u32));
         }
         reasons.push(Reason::Chose(StrategyName::GeoLatency, distances.len() as u32));
-        self.weighted(&band, trace)
+        self.weighted(&band, rec)
     }
 
+    /// Step 7: the assignment, with the twin and payload rendered for the chosen hub.
     fn assign(&self, rule: &Rule, linked: usize, hub: Option<usize>, strategy: StrategyName, sticky: bool) -> Outcome {
         let rev = self.rev;
         let catalogued = hub.map(|h| &rev.hubs[h]);

@@ -1,19 +1,25 @@
 //! Geo: where a device is, and how far each hub is from it.
 //!
 //! [`geoip`] opens and checks a MaxMind City database and looks IPs up through a cache that belongs to
-//! that database (so a new database can never be answered from an old one's cache). [`locate`] finds a
-//! device's location in its payload (coordinates, else an IP through GeoIP, else an Azure region name).
+//! that database (so a new database can never be answered from an old one's cache). [`regions`] is the
+//! built-in table of Azure regions and their coordinates. [`LatLon`] is a point, and
 //! [`distance_km`] is the great-circle distance the geo-latency strategy ranks hubs by. [`mmdb`] writes
 //! small MaxMind databases for tests, benchmarks and demos.
 
 pub mod geoip;
-pub mod locate;
 pub mod mmdb;
+pub mod regions;
 
 pub use geoip::{GeoIp, GeoIpError, GeoIpStats, IpLookup};
-pub use locate::{DeviceLocation, LocationSource, Unknown, locate};
 
-use crate::policy::LatLon;
+/// Coordinates in degrees.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LatLon {
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+}
 
 /// The Earth's mean radius (IUGG), in kilometres.
 pub const EARTH_MEAN_RADIUS_KM: f64 = 6371.0088;

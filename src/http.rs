@@ -2,11 +2,10 @@
 //!
 //! [`configure`] registers every route and [`app`] wraps them with the request span; `serve` and the
 //! in-process tests both use them. An allocation handler checks the key, reads the body, loads the active
-//! revision once (a request sees exactly one revision from start to end), asks the decision cache, else
-//! [`answer`], and emits one decision event. Error statuses and bodies come from [`ApiError`] alone.
+//! revision once (a request sees exactly one revision from start to end), asks the service for the answer
+//! (the decision cache, else [`crate::answer`]), and emits one decision event. Error statuses and bodies
+//! come from [`ApiError`] alone; this layer only turns them into responses.
 
-pub mod answer;
-pub mod auth;
 pub mod envelope;
 mod error;
 pub mod openapi;
@@ -22,13 +21,12 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
 use tracing_actix_web::{RequestId, TracingLogger};
 
-pub use answer::Answer;
-pub use error::{ApiError, ErrorBody};
 pub use span::RequestSpan;
 
-use crate::cache::DecisionCache;
+use crate::answer::{Answer, ApiError, ErrorBody, ErrorCode, ExplainReport};
 use crate::policy::Revision;
-use crate::service::Service;
+use crate::server::Service;
+use crate::server::keys::KEY_HEADER;
 use crate::telemetry::events::{self, CacheUse, DecisionEvent};
 
 /// Request bodies larger than this get 413 (DPS messages are at most 96 KB).
@@ -84,7 +82,7 @@ where
 
 /// Any path no route serves: 404 with a JSON reason.
 pub async fn not_found() -> HttpResponse {
-    ApiError::new(404, "not_found", "no such endpoint: see /openapi.json").error_response()
+    ApiError::not_found().error_response()
 }
 
 /// The Functions host polls it for readiness.
@@ -114,8 +112,7 @@ async fn readyz(service: web::Data<Service>) -> HttpResponse {
 }
 
 fn method_not_allowed(allow: &'static str) -> HttpResponse {
-    let mut res =
-        ApiError::new(405, "method_not_allowed", format!("this endpoint takes {allow} only")).error_response();
+    let mut res = ApiError::method_not_allowed(allow).error_response();
     res.headers_mut()
         .insert(header::ALLOW, header::HeaderValue::from_static(allow));
     res
@@ -140,48 +137,32 @@ async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Byte
 
 /// Checks the key and reads the body; a refusal is logged and counted here.
 async fn admit(service: &Service, req: &HttpRequest, payload: web::Payload, id: &str) -> Result<web::Bytes, ApiError> {
-    let admitted = if service.keys.allows(req) {
+    let admitted = if key_allows(service, req) {
         read_body(req, payload).await
     } else {
         Err(ApiError::unauthorized())
     };
-    admitted.inspect_err(|e| events::refused(id, &e.code, e.status, &service.metrics))
+    admitted.inspect_err(|e| events::refused(id, e.code(), e.status(), &service.metrics))
+}
+
+/// Whether the request's `x-functions-key` header or `?code=` carries a valid key (or none is needed).
+fn key_allows(service: &Service, req: &HttpRequest) -> bool {
+    let header = req.headers().get(KEY_HEADER).and_then(|v| v.to_str().ok());
+    service.keys.allows(header, req.query_string())
 }
 
 /// The active revision, or 503 (logged and counted).
 fn active(service: &Service, id: &str) -> Result<Arc<Revision>, ApiError> {
     service.policy.active().ok_or_else(|| {
         let e = ApiError::not_ready();
-        events::refused(id, &e.code, e.status, &service.metrics);
+        events::refused(id, e.code(), e.status(), &service.metrics);
         e
     })
 }
 
-/// The answer to one body under one revision: from the decision cache, else decided (and cached).
-pub fn cached_answer(service: &Service, rev: &Revision, body: &[u8]) -> (Arc<Answer>, CacheUse) {
-    let key = service
-        .cache
-        .enabled()
-        .then(|| DecisionCache::key(&rev.id, service.geoip_stamp(), body));
-    if let Some(hit) = key.as_ref().and_then(|k| service.cache.get(k)) {
-        return (hit, CacheUse::Hit);
-    }
-    let answer = Arc::new(answer::allocate(body, rev, service.geoip.as_ref()));
-    let cache = match key {
-        // Only decisions are cached: a malformed body is cheap to refuse again.
-        Some(k) if answer.decision.is_some() => {
-            service.cache.insert(k, answer.clone());
-            CacheUse::Miss
-        }
-        Some(_) => CacheUse::Miss,
-        None => CacheUse::Off,
-    };
-    (answer, cache)
-}
-
-/// [`cached_answer`], and the decision event.
+/// [`Service::answer`], and the decision event.
 fn decide(service: &Service, rev: &Revision, body: &[u8], request_id: &str, started: Instant) -> Arc<Answer> {
-    let (answer, cache) = cached_answer(service, rev, body);
+    let (answer, cache) = service.answer(rev, body);
     emit(service, rev, &answer, request_id, cache, started);
     answer
 }
@@ -190,7 +171,7 @@ fn emit(service: &Service, rev: &Revision, answer: &Answer, request_id: &str, ca
     DecisionEvent {
         request_id,
         answer,
-        revision: rev,
+        revision: &rev.id,
         cache,
         elapsed: started.elapsed(),
     }
@@ -249,7 +230,7 @@ async fn explain(
     let id = id.to_string();
     let body = admit(&service, &req, payload, &id).await?;
     let rev = active(&service, &id)?;
-    let (answer, trace) = answer::explain(&body, &rev, service.geoip.as_ref());
+    let (answer, trace) = crate::answer::explain(&body, &rev, service.geoip.as_ref());
     let report = serde_json::to_vec(&ExplainReport::new(&answer, &trace, &rev)).map_err(|_| ApiError::internal())?;
     Ok(HttpResponse::Ok().content_type("application/json").body(report))
 }
@@ -267,7 +248,7 @@ async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::P
     let outcome = async {
         let raw = read_body(&req, payload).await?;
         let incoming = envelope::parse(&raw)?;
-        if !(service.keys.allows(&req) || incoming.has_key(&service.keys)) {
+        if !(key_allows(&service, &req) || incoming.has_key(&service.keys)) {
             return Err(ApiError::unauthorized());
         }
         let rev = active(&service, &id)?;
@@ -279,53 +260,23 @@ async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::P
             let line = format!(
                 "dps-allocator: {} {} decision {} ({})",
                 a.status,
-                a.hub.as_deref().unwrap_or("-"),
+                a.hub().unwrap_or("-"),
                 a.decision_id,
-                a.decision_header.as_deref().unwrap_or("")
+                a.summary.as_ref().map(|s| s.header()).unwrap_or_default()
             );
             (a.status, a.body.clone(), line)
         }
         Err(e) => {
-            if e.code != "not_ready" {
-                events::refused(&id, &e.code, e.status, &service.metrics);
+            if e.code != ErrorCode::NotReady {
+                events::refused(&id, e.code(), e.status(), &service.metrics);
             }
-            let line = format!("dps-allocator: {} {}: {}", e.status, e.code, e.message);
-            (e.status, web::Bytes::from(e.body()), line)
+            let line = format!("dps-allocator: {} {}: {}", e.status(), e.code(), e.message);
+            (e.status(), web::Bytes::from(e.body()), line)
         }
     };
     HttpResponse::Ok()
         .content_type("application/json")
         .body(envelope::wrap(status, &body, &[log]))
-}
-
-/// The `explain` document: what allocate would answer, the decision and the trace.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ExplainReport<'a> {
-    /// The status allocate would answer.
-    pub status: u16,
-    /// The body allocate would answer.
-    #[schema(value_type = Object)]
-    pub response: serde_json::Value,
-    /// The decision.
-    pub decision: answer::Summary<'a>,
-    /// The chosen hub.
-    pub hub: Option<&'a str>,
-    /// Every step.
-    #[schema(value_type = crate::engine::Trace)]
-    pub trace: &'a crate::engine::Trace,
-}
-
-impl<'a> ExplainReport<'a> {
-    /// Builds the report of one explained request.
-    pub fn new(answer: &'a Answer, trace: &'a crate::engine::Trace, rev: &'a Revision) -> Self {
-        ExplainReport {
-            status: answer.status,
-            response: serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null),
-            decision: answer.summary(rev),
-            hub: answer.hub.as_deref(),
-            trace,
-        }
-    }
 }
 
 fn respond(answer: &Answer) -> HttpResponse {
@@ -334,9 +285,9 @@ fn respond(answer: &Answer) -> HttpResponse {
     let mut res = HttpResponse::build(status);
     res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
     if let Some(h) = answer
-        .decision_header
-        .as_deref()
-        .and_then(|h| HeaderValue::from_str(h).ok())
+        .summary
+        .as_ref()
+        .and_then(|s| HeaderValue::from_str(&s.header()).ok())
     {
         res.insert_header((HeaderName::from_static(DECISION_HEADER), h));
     }

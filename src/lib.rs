@@ -1,11 +1,22 @@
 //! dps-allocator: a custom allocation webhook for the Azure IoT Hub Device Provisioning Service.
 //!
-//! The crate is laid out by concern: [`dps`] holds the wire types, [`policy`] loads and compiles a policy
-//! directory into an immutable revision, [`engine`] decides one request against a revision (a pure
-//! function), [`http`] serves it with actix-web, [`fixtures`] runs policy test cases, and [`cli`] is the
-//! command line. [`hashing`] and [`regions`] are the pinned hash and the built-in Azure region table.
+//! The modules are layers, listed here bottom to top; each imports only from the layers below it
+//! (`tests/layers.rs` keeps it so, and `docs/architecture.md` says what lives where):
+//!
+//! - [`dps`]: the wire types (AllocationRequest, AllocationResponse);
+//! - [`hashing`]: the pinned hash behind rendezvous, rebalance waves and revision ids;
+//! - [`geo`]: Azure regions, GeoIP databases, points and distances;
+//! - [`policy`]: the policy model, loader and compiler (a directory into an immutable revision);
+//! - [`engine`]: one decision, a pure function of a request and a revision, step by step;
+//! - [`answer`]: request bytes to response bytes, error codes and the decision summary, without HTTP;
+//! - [`fixtures`]: policy test cases (`dps-allocator test`);
+//! - [`simulate`]: a fleet through a policy change;
+//! - [`telemetry`]: log set-up, metrics and typed events;
+//! - [`server`]: the running service without HTTP (state, decision cache, hot reload, keys);
+//! - [`http`]: actix-web routes, handlers, the Functions envelope, status and metrics endpoints;
+//! - [`cli`]: the command line; `main` only parses and dispatches.
 
-pub mod cache;
+pub mod answer;
 pub mod cli;
 pub mod dps;
 pub mod engine;
@@ -14,8 +25,6 @@ pub mod geo;
 pub mod hashing;
 pub mod http;
 pub mod policy;
-pub mod regions;
-pub mod reload;
-pub mod service;
+pub mod server;
 pub mod simulate;
 pub mod telemetry;

@@ -22,8 +22,9 @@ pub use index::RuleIndex;
 pub use load::{EMBEDDED_DEFAULT, embedded_default, load_dir, read_sources};
 pub use raw::{HubState, StrategyName, UnknownLinkedHubs};
 
+use crate::geo::LatLon;
+use crate::geo::regions::Region;
 use crate::hashing::{PrehashedMap, SeedKey, lookup_hash};
-use crate::regions::Region;
 use condition::{JsonPath, When};
 use template::{StrTemplate, ValueTemplate};
 
@@ -117,15 +118,6 @@ pub struct GeoSettings {
     pub ip_path: JsonPath,
     /// Payload path of an Azure region name.
     pub region_path: JsonPath,
-}
-
-/// Coordinates in degrees.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct LatLon {
-    /// Latitude.
-    pub lat: f64,
-    /// Longitude.
-    pub lon: f64,
 }
 
 /// One hub of the catalogue.

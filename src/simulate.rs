@@ -51,9 +51,27 @@ pub struct Setup<'a> {
 #[derive(Default)]
 pub struct Sinks<'s> {
     /// `registration_id,from_hub,to_hub` for every device that moves.
-    pub moves: Option<&'s mut dyn Write>,
+    pub moves: Option<csv::Writer<&'s mut dyn Write>>,
     /// `registration_id,status,hub,rule` for every device's new decision.
-    pub decisions: Option<&'s mut dyn Write>,
+    pub decisions: Option<csv::Writer<&'s mut dyn Write>>,
+}
+
+impl<'s> Sinks<'s> {
+    /// CSV writers over the given outputs (RFC 4180 quoting where a field needs it).
+    pub fn new(moves: Option<&'s mut dyn Write>, decisions: Option<&'s mut dyn Write>) -> Self {
+        Sinks {
+            moves: moves.map(csv::Writer::from_writer),
+            decisions: decisions.map(csv::Writer::from_writer),
+        }
+    }
+
+    /// Flushes both writers.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        for w in [self.moves.as_mut(), self.decisions.as_mut()].into_iter().flatten() {
+            w.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a device is under one policy.
@@ -167,11 +185,13 @@ pub fn run(
     };
     let waves = setup.policy.rules.iter().any(|r| r.rebalance_bp > 0);
     let mut tally = Tally::default();
-    if let Some(w) = sinks.moves.as_deref_mut() {
-        writeln!(w, "registration_id,from_hub,to_hub").map_err(io)?;
+    if let Some(w) = sinks.moves.as_mut() {
+        w.write_record(["registration_id", "from_hub", "to_hub"])
+            .map_err(csv_error)?;
     }
-    if let Some(w) = sinks.decisions.as_deref_mut() {
-        writeln!(w, "registration_id,status,hub,rule").map_err(io)?;
+    if let Some(w) = sinks.decisions.as_mut() {
+        w.write_record(["registration_id", "status", "hub", "rule"])
+            .map_err(csv_error)?;
     }
     while let Some(chunk) = fleet.next_chunk()? {
         let results: Vec<DeviceResult> = chunk
@@ -192,10 +212,6 @@ pub fn run(
         waves,
         started.elapsed(),
     ))
-}
-
-fn io(e: std::io::Error) -> FleetError {
-    FleetError(format!("writing output: {e}"))
 }
 
 /// Each policy's catalogue: what synthetic and CSV devices are linked to under it (a hub that only the
@@ -252,13 +268,7 @@ fn simulate_one(setup: &Setup<'_>, cat: &Catalogues, hubs: &Hubs, device: &Devic
             if let Some((Some(links), _)) = own_links {
                 link(&mut req, links);
             }
-            place(
-                &req,
-                &engine::decide(&req, base, setup.geoip, None),
-                &cat.base_ids,
-                hubs,
-            )
-            .0
+            place(&req, &engine::decide(&req, base, setup.geoip), &cat.base_ids, hubs).0
         }
         None => req
             .current_hub
@@ -276,7 +286,7 @@ fn simulate_one(setup: &Setup<'_>, cat: &Catalogues, hubs: &Hubs, device: &Devic
     if let Some((_, links)) = own_links {
         link(&mut req, links);
     }
-    let decision = engine::decide(&req, setup.policy, setup.geoip, None);
+    let decision = engine::decide(&req, setup.policy, setup.geoip);
     let (after, rule) = place(&req, &decision, &cat.new_ids, hubs);
     let rebalancing = decision.reasons.contains(&Reason::Rebalancing);
     let unknown_location = decision.reasons.iter().any(|r| matches!(r, Reason::LocationUnknown(_)));
@@ -287,7 +297,7 @@ fn simulate_one(setup: &Setup<'_>, cat: &Catalogues, hubs: &Hubs, device: &Devic
         }
         place(
             &req,
-            &engine::decide(&req, setup.policy, setup.geoip, None),
+            &engine::decide(&req, setup.policy, setup.geoip),
             &cat.new_ids,
             hubs,
         )
@@ -423,12 +433,13 @@ fn write_outputs(
     r: &DeviceResult,
 ) -> Result<(), FleetError> {
     let name = |id: u32| names.get(id as usize).map_or("", String::as_str);
-    if let (Some(w), Place::Hub(a), Place::Hub(b)) = (sinks.moves.as_deref_mut(), r.before, r.after)
+    if let (Some(w), Place::Hub(a), Place::Hub(b)) = (sinks.moves.as_mut(), r.before, r.after)
         && a != b
     {
-        writeln!(w, "{},{},{}", csv_field(&r.registration_id), name(a), name(b)).map_err(io)?;
+        w.write_record([r.registration_id.as_str(), name(a), name(b)])
+            .map_err(csv_error)?;
     }
-    if let Some(w) = sinks.decisions.as_deref_mut() {
+    if let Some(w) = sinks.decisions.as_mut() {
         let rule = r
             .rule
             .and_then(|i| policy.rules.get(i as usize))
@@ -440,16 +451,12 @@ fn write_outputs(
             Place::Invalid => ("bad_request", ""),
             Place::Nowhere => ("", ""),
         };
-        writeln!(w, "{},{status},{hub},{rule}", csv_field(&r.registration_id)).map_err(io)?;
+        w.write_record([r.registration_id.as_str(), status, hub, rule])
+            .map_err(csv_error)?;
     }
     Ok(())
 }
 
-/// Quotes a CSV field when it needs it (registration ids never do; be safe anyway).
-fn csv_field(s: &str) -> Cow<'_, str> {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\"")).into()
-    } else {
-        s.into()
-    }
+fn csv_error(e: csv::Error) -> FleetError {
+    FleetError(format!("writing output: {e}"))
 }

@@ -11,7 +11,15 @@ pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Keeps the background log writer alive; logs written before it drops are flushed.
 pub struct LogGuard {

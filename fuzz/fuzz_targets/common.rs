@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use dps_allocator::dps::AllocationRequest;
 use dps_allocator::geo::geoip::GeoIp;
 use dps_allocator::geo::mmdb::{NetworkRecord, write_city_db};
-use dps_allocator::http::answer::{Answer, allocate};
+use dps_allocator::answer::{Answer, allocate};
 use dps_allocator::policy::{Revision, load_dir};
 
 pub fn repo() -> PathBuf {
@@ -62,7 +62,7 @@ fn assert_in_linked_hubs(body: &[u8], a: &Answer) {
     let req = AllocationRequest::parse(body).expect("a 200 came from a request that parses");
     let out: serde_json::Value = serde_json::from_slice(&a.body).expect("a 200 body is JSON");
     let host = out["iotHubHostName"].as_str().expect("iotHubHostName");
-    assert_eq!(Some(host), a.hub.as_deref());
+    assert_eq!(Some(host), a.hub());
     assert!(
         req.linked_hubs.iter().any(|h| h.as_str() == host),
         "{host} not in {:?}",

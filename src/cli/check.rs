@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use super::Status;
+use crate::answer;
 use crate::fixtures::{self, Observed};
 use crate::geo::GeoIp;
-use crate::http::answer;
 use crate::policy::{self, Revision};
 
 /// `dps-allocator check DIR`.
@@ -85,6 +85,5 @@ pub fn test(dir: &Path, geoip: Option<&GeoIp>) -> Status {
 
 /// Runs one request body through the server's answer path and observes it as a client would.
 pub fn run_case(rev: &Revision, geoip: Option<&GeoIp>, body: &[u8]) -> Observed {
-    let a = answer::allocate(body, rev, geoip);
-    Observed::from_parts(a.status, &a.body, a.decision_header.as_deref())
+    Observed::from_answer(&answer::allocate(body, rev, geoip))
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{PolicySource, Status};
-use crate::http::{ExplainReport, answer};
+use crate::answer::{self, ExplainReport};
 
 /// Arguments of `explain`.
 #[derive(Debug, Args)]
@@ -148,7 +148,7 @@ pub fn render_text(r: &ExplainReport<'_>, source: &str) -> String {
         "decision  {} {} (rule {}, strategy {}, sticky {})",
         r.status,
         r.hub.unwrap_or("-"),
-        d.rule.unwrap_or("-"),
+        d.rule.as_deref().unwrap_or("-"),
         d.strategy.unwrap_or("-"),
         d.sticky
     );

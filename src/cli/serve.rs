@@ -10,10 +10,11 @@ use actix_web::{HttpServer, web};
 use clap::Args;
 
 use super::{LogFormat, Status};
-use crate::cache;
-use crate::http::{self, auth::ApiKeys};
-use crate::reload::{self, PolicySource, ReloadResult, Trigger};
-use crate::service::Service;
+use crate::http;
+use crate::server::Service;
+use crate::server::cache;
+use crate::server::keys::ApiKeys;
+use crate::server::reload::{self, PolicySource, ReloadResult, Trigger};
 
 /// The port used when neither `--listen` nor an Azure Functions port is given.
 pub const DEFAULT_PORT: u16 = 8080;

@@ -123,11 +123,13 @@ fn execute(args: SimulateArgs) -> Result<Status, String> {
     let mut decisions = args.decisions.as_ref().map(create).transpose()?;
     let bar = Progress::new(fleet.len_hint());
     let summary = {
-        let mut sinks = Sinks {
-            moves: moves.as_mut().map(|w| w as &mut dyn Write),
-            decisions: decisions.as_mut().map(|w| w as &mut dyn Write),
-        };
-        simulate::run(&setup, &mut fleet, &mut sinks, &|done| bar.update(done)).map_err(|e| e.0)?
+        let mut sinks = Sinks::new(
+            moves.as_mut().map(|w| w as &mut dyn Write),
+            decisions.as_mut().map(|w| w as &mut dyn Write),
+        );
+        let summary = simulate::run(&setup, &mut fleet, &mut sinks, &|done| bar.update(done)).map_err(|e| e.0)?;
+        sinks.flush().map_err(|e| format!("writing output: {e}"))?;
+        summary
     };
     bar.finish();
     for w in [moves.as_mut(), decisions.as_mut()].into_iter().flatten() {

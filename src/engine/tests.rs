@@ -32,7 +32,7 @@ fn request(id: &str, linked: &[&str], current: Option<&str>, extra: Value) -> Ve
 
 fn run(rev: &Revision, body: &[u8]) -> (Decision, Option<String>) {
     let req = AllocationRequest::parse(body).expect("valid request");
-    let d = decide(&req, rev, None, None);
+    let d = decide(&req, rev, None);
     let host = match &d.outcome {
         Outcome::Assigned(a) => Some(req.linked_hubs[a.linked].as_str().to_owned()),
         _ => None,
@@ -273,9 +273,8 @@ fn the_trace_records_rules_candidates_and_scores() {
     ));
     let body = request("d", &["a", "b", "zz"], None, json!({}));
     let req = AllocationRequest::parse(&body).expect("valid");
-    let mut t = Trace::default();
-    let d = decide(&req, &rev, None, Some(&mut t));
-    assert_eq!(d, decide(&req, &rev, None, None), "tracing never changes the decision");
+    let (d, t) = decide_traced(&req, &rev, None);
+    assert_eq!(d, decide(&req, &rev, None), "tracing never changes the decision");
     assert_eq!(t.rules.len(), 2);
     assert_eq!(t.rules[0].failed.as_deref(), Some("iot_edge = true"));
     assert!(t.rules[1].matched);
@@ -350,7 +349,7 @@ rebalance_percent = 50
             }
             let bytes = serde_json::to_vec(&body).expect("serializes");
             let req = AllocationRequest::parse(&bytes).expect("valid");
-            let d = decide(&req, &rev, None, None);
+            let d = decide(&req, &rev, None);
             if let Outcome::Assigned(a) = &d.outcome {
                 let chosen = req.linked_hubs[a.linked].as_str();
                 prop_assert!(linked.iter().any(|h| h == chosen));
@@ -423,7 +422,7 @@ sticky = false
             json!({ "payload": payload }),
         );
         let req = AllocationRequest::parse(&body).expect("valid");
-        decide(&req, rev, db, None)
+        decide(&req, rev, db)
     }
 
     fn host(d: &Decision) -> usize {
@@ -565,10 +564,11 @@ mod rule_index {
                 });
                 let bytes = serde_json::to_vec(&body).expect("json");
                 let req = AllocationRequest::parse(&bytes).expect("valid");
-                let indexed = decide(&req, &rev, None, None).rule;
-                let mut trace = Trace::default();
-                let scanned = decide(&req, &rev, None, Some(&mut trace)).rule;
-                prop_assert_eq!(indexed, scanned);
+                let reg_lower = ascii_lower(req.registration_id.as_str());
+                let (facts, _) = subject(&req, &rev, &reg_lower, None, &mut NoTrace);
+                prop_assert_eq!(first_match(&rev, &facts), first_match_scan(&rev, &facts));
+                let (traced, _) = decide_traced(&req, &rev, None);
+                prop_assert_eq!(decide(&req, &rev, None), traced);
             }
         }
     }

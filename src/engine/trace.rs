@@ -1,13 +1,89 @@
-//! The rule trace behind `explain`: every rule tried and why it matched or not, every linked hub and why
-//! it was or was not a candidate, with rendezvous scores. Built only when asked for; the request path
-//! passes no trace and pays nothing for it.
+//! What the engine did, step by step: the [`Recorder`] the decision reports to, and the [`Trace`] behind
+//! `explain` (every rule up to the one that matched and why, every linked hub and why it was or was not a
+//! candidate, rendezvous scores and distances). The request path records into [`NoTrace`], whose `ON` is
+//! false: every recording call and the work to build its argument compile away.
 
 use serde::Serialize;
 
+use super::locate::{Located, LocationSource, Unknown};
 use crate::dps::AllocationRequest;
-use crate::geo::locate::Located;
-use crate::geo::{LocationSource, Unknown};
+use crate::policy::condition::Facts;
 use crate::policy::{HubState, Revision};
+
+/// Receives the steps of a decision. Every method has an empty default; the engine builds a method's
+/// argument only when `ON` is true.
+pub trait Recorder {
+    /// Whether anything is recorded.
+    const ON: bool;
+    /// The device's tenant.
+    fn tenant(&mut self, _tenant: Option<&str>) {}
+    /// The rules in order up to the one that matched (`matched`), each with the first condition that does
+    /// not hold; every rule when none matched.
+    fn rules(&mut self, _rev: &Revision, _facts: &Facts<'_>, _matched: Option<usize>) {}
+    /// The default rule decided.
+    fn default_rule(&mut self, _name: &str) {}
+    /// A linked hub, and why it is not a candidate when it is not.
+    fn candidate(&mut self, _candidate: CandidateTrace) {}
+    /// The rendezvous score of the linked hub at this index.
+    fn score(&mut self, _linked_index: usize, _score: f64) {}
+    /// The distance from the device to the linked hub at this index.
+    fn distance(&mut self, _linked_index: usize, _km: f64) {}
+    /// Where geo-latency located the device.
+    fn location(&mut self, _location: LocationTrace) {}
+}
+
+/// Records nothing: the request path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTrace;
+
+impl Recorder for NoTrace {
+    const ON: bool = false;
+}
+
+impl Recorder for Trace {
+    const ON: bool = true;
+
+    fn tenant(&mut self, tenant: Option<&str>) {
+        self.tenant = tenant.map(str::to_owned);
+    }
+
+    fn rules(&mut self, rev: &Revision, facts: &Facts<'_>, matched: Option<usize>) {
+        let upto = matched.map_or(rev.rules.len(), |m| m + 1);
+        for r in &rev.rules[..upto] {
+            let failed = r.when.first_failing(facts);
+            self.rules.push(RuleTrace {
+                rule: r.name.clone(),
+                at: r.origin.to_string(),
+                matched: failed.is_none(),
+                failed: failed.map(str::to_owned),
+            });
+        }
+    }
+
+    fn default_rule(&mut self, name: &str) {
+        self.default_rule = Some(name.to_owned());
+    }
+
+    fn candidate(&mut self, candidate: CandidateTrace) {
+        self.candidates.push(candidate);
+    }
+
+    fn score(&mut self, linked_index: usize, score: f64) {
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.linked_index == linked_index) {
+            c.score = Some(score);
+        }
+    }
+
+    fn distance(&mut self, linked_index: usize, km: f64) {
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.linked_index == linked_index) {
+            c.distance_km = Some(km);
+        }
+    }
+
+    fn location(&mut self, location: LocationTrace) {
+        self.location = Some(location);
+    }
+}
 
 /// What the engine did, step by step.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]

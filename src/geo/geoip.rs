@@ -208,11 +208,10 @@ impl GeoIp {
     }
 }
 
-/// A UTC calendar date, without pulling in a date crate for one line of `/status`.
+/// A UTC calendar date, `YYYY-MM-DD`, from `time`.
 fn humantime_date(t: std::time::SystemTime) -> String {
-    let days = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
-    let (y, m, d) = crate::telemetry::json::civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}")
+    let (y, m, d) = time::OffsetDateTime::from(t).to_calendar_date();
+    format!("{y:04}-{:02}-{d:02}", u8::from(m))
 }
 
 #[cfg(test)]

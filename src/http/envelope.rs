@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::ApiError;
-use super::auth::{ApiKeys, KEY_HEADER, query_code};
+use crate::answer::ApiError;
+use crate::server::keys::{ApiKeys, KEY_HEADER, query_code};
 
 /// The parts of the incoming envelope the service reads.
 #[derive(Debug, Default)]
@@ -179,7 +179,7 @@ mod tests {
     fn malformed_envelopes_are_bad_requests() {
         for bad in [&b"[]"[..], b"{", br#"{"Data":{}}"#, br#"{"Data":{"req":1}}"#] {
             assert_eq!(
-                parse(bad).map(|_| ()).map_err(|e| e.status),
+                parse(bad).map(|_| ()).map_err(|e| e.status()),
                 Err(400),
                 "{}",
                 String::from_utf8_lossy(bad)

@@ -25,7 +25,7 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         super::status::StatusDoc,
-        super::ErrorBody,
+        crate::answer::ErrorBody,
         crate::dps::RawRequest,
         crate::dps::AllocationResponse
     ))

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use actix_web::{HttpResponse, ResponseError, web};
 use serde::Serialize;
 
-use super::ApiError;
-use crate::policy::{HubState, LatLon};
-use crate::reload::Attempt;
-use crate::service::Service;
+use crate::answer::ApiError;
+use crate::geo::LatLon;
+use crate::policy::HubState;
+use crate::server::Service;
+use crate::server::reload::Attempt;
 
 /// The `/status` document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

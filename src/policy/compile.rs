@@ -20,11 +20,11 @@ use super::raw::{
 };
 use super::template::{StrTemplate, ValueTemplate, Var, any_var};
 use super::{
-    Action, Fallback, GeoSettings, Hub, LatLon, Location, PolicyError, PolicyErrors, Rejection, Revision, Rule,
-    Selector, Settings, Source, Strategy, Tenant, TwinTemplate,
+    Action, Fallback, GeoSettings, Hub, Location, PolicyError, PolicyErrors, Rejection, Revision, Rule, Selector,
+    Settings, Source, Strategy, Tenant, TwinTemplate,
 };
+use crate::geo::{LatLon, regions};
 use crate::hashing::SeedKey;
-use crate::regions;
 
 /// The seed used when `settings.hash_seed` is not given.
 pub const DEFAULT_HASH_SEED: &str = "dps-allocator";

@@ -5,10 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use super::Metrics;
-use crate::engine::{Outcome, Reason};
-use crate::http::Answer;
-use crate::policy::Revision;
-use crate::reload::{Attempt, ReloadResult};
+use crate::answer::{Answer, Verdict};
+use crate::engine::Reason;
 
 /// How the decision cache took part in an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +35,8 @@ pub struct DecisionEvent<'a> {
     pub request_id: &'a str,
     /// The answer.
     pub answer: &'a Answer,
-    /// The revision that answered.
-    pub revision: &'a Revision,
+    /// The id of the revision that answered.
+    pub revision: &'a str,
     /// Cache involvement.
     pub cache: CacheUse,
     /// Time from the body read to the answer.
@@ -63,23 +61,13 @@ impl DecisionEvent<'_> {
     /// Logs the decision and counts it.
     pub fn emit(&self, m: &Metrics) {
         let a = self.answer;
-        let rev = self.revision;
-        let d = a.decision.as_ref();
-        let rule = d.and_then(|d| d.rule).map(|r| rev.rules[r].name.as_str());
-        let assignment = d.and_then(|d| match &d.outcome {
-            Outcome::Assigned(x) => Some(x),
-            _ => None,
-        });
-        let outcome = match (d.map(|d| &d.outcome), &a.error) {
-            (Some(Outcome::Assigned(_)), _) => "assigned",
-            (Some(Outcome::Rejected { .. }), _) => "rejected",
-            (_, Some(e)) => e.code.as_str(),
-            (_, None) => "internal",
-        };
-        let strategy = assignment.map(|x| x.strategy.as_str());
-        let sticky = assignment.is_some_and(|x| x.sticky);
-        let reasons = Reasons(d.map_or(&[][..], |d| &d.reasons));
-        let error_code = a.error.as_ref().map(|e| e.code.as_str());
+        let s = a.summary.as_ref();
+        let rule = s.and_then(|s| s.rule.as_deref());
+        let outcome = a.outcome();
+        let strategy = s.and_then(|s| s.strategy);
+        let sticky = s.is_some_and(|s| s.sticky);
+        let reasons = Reasons(s.map_or(&[][..], |s| &s.reasons));
+        let error_code = a.error.as_ref().map(|e| e.code());
         tracing::info!(
             target: "decision",
             request_id = self.request_id,
@@ -90,11 +78,11 @@ impl DecisionEvent<'_> {
             outcome,
             rule = rule.unwrap_or(""),
             strategy = strategy.unwrap_or(""),
-            hub = a.hub.as_deref().unwrap_or(""),
+            hub = a.hub().unwrap_or(""),
             sticky,
             reasons = %reasons,
             error = error_code.unwrap_or(""),
-            revision = rev.id.as_str(),
+            revision = self.revision,
             cache = self.cache.as_str(),
             duration_us = self.elapsed.as_micros() as u64,
             "decision"
@@ -105,17 +93,17 @@ impl DecisionEvent<'_> {
             let result = if self.cache == CacheUse::Hit { "hit" } else { "miss" };
             m.cache_requests.with_label_values(&["decision", result]).inc();
         }
-        if let Some(x) = assignment {
-            let hub = x.hub.map_or("uncatalogued", |h| rev.hubs[h].host.as_str());
-            let sticky = if x.sticky { "true" } else { "false" };
+        if let Some(s) = s.filter(|s| s.verdict == Verdict::Assigned) {
+            let hub = s.catalogued_hub.as_deref().unwrap_or("uncatalogued");
+            let sticky = if s.sticky { "true" } else { "false" };
             m.assignments
-                .with_label_values(&[hub, rule.unwrap_or(""), x.strategy.as_str(), sticky])
+                .with_label_values(&[hub, rule.unwrap_or(""), s.strategy.unwrap_or(""), sticky])
                 .inc();
         }
-        if outcome == "rejected"
+        if s.is_some_and(|s| s.verdict == Verdict::Rejected)
             && let (Some(rule), Some(e)) = (rule, &a.error)
         {
-            m.rejections.with_label_values(&[rule, e.code.as_str()]).inc();
+            m.rejections.with_label_values(&[rule, e.code()]).inc();
         }
     }
 }
@@ -124,31 +112,4 @@ impl DecisionEvent<'_> {
 pub fn refused(request_id: &str, code: &str, status: u16, m: &Metrics) {
     tracing::info!(target: "decision", request_id, status, outcome = code, "refused");
     m.requests.with_label_values(&[code]).inc();
-}
-
-/// One reload attempt: logged (a failure with every error) and counted.
-pub fn reload(attempt: &Attempt, source: &str, m: &Metrics) {
-    m.reloads.with_label_values(&[attempt.result.as_str()]).inc();
-    let revision = attempt.revision.as_deref().unwrap_or("");
-    match attempt.result {
-        ReloadResult::Activated => {
-            m.set_revision(revision, attempt.at_unix);
-            tracing::info!(target: "policy", revision, source, trigger = ?attempt.trigger, duration_ms = attempt.duration_ms, "policy revision activated");
-        }
-        ReloadResult::Unchanged => {
-            tracing::debug!(target: "policy", revision, source, trigger = ?attempt.trigger, "policy unchanged");
-        }
-        ReloadResult::Failed => {
-            for e in &attempt.errors {
-                tracing::error!(target: "policy", source, error = %e, "policy error");
-            }
-            tracing::error!(
-                target: "policy",
-                source,
-                trigger = ?attempt.trigger,
-                errors = attempt.errors.len(),
-                "policy reload failed; the previous revision keeps serving"
-            );
-        }
-    }
 }

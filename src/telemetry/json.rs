@@ -122,27 +122,13 @@ impl fmt::Write for Escape<'_, '_> {
     }
 }
 
-/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
-/// civil-from-days), without a date crate.
-pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-/// RFC 3339 UTC with microseconds, from integer arithmetic (civil-from-days), without the formatting
-/// machinery: this runs for every log line.
+/// RFC 3339 UTC with microseconds: the calendar date from `time`, the digits written directly rather than
+/// through the formatting machinery (this runs for every log line).
 fn write_timestamp(w: &mut impl fmt::Write, t: SystemTime) -> fmt::Result {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_date(secs);
     let mut buf = *b"0000-00-00T00:00:00.000000Z";
     let mut put = |at: usize, width: usize, mut n: u64| {
         for i in (at..at + width).rev() {
@@ -151,13 +137,23 @@ fn write_timestamp(w: &mut impl fmt::Write, t: SystemTime) -> fmt::Result {
         }
     };
     put(0, 4, year.clamp(0, 9999) as u64);
-    put(5, 2, month as u64);
-    put(8, 2, day as u64);
+    put(5, 2, u64::from(month));
+    put(8, 2, u64::from(day));
     put(11, 2, rem / 3600);
     put(14, 2, (rem % 3600) / 60);
     put(17, 2, rem % 60);
     put(20, 6, u64::from(d.subsec_micros()));
     w.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+}
+
+/// The UTC (year, month, day) of a time in seconds since the Unix epoch, from `time`.
+fn civil_date(unix_secs: u64) -> (i32, u8, u8) {
+    let t = i64::try_from(unix_secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (y, m, d) = t.to_calendar_date();
+    (y, u8::from(m), d)
 }
 
 #[cfg(test)]

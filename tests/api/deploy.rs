@@ -92,14 +92,14 @@ fn function_json_is_an_http_trigger_with_function_keys_and_an_http_output() {
 async fn the_dashboard_and_alerts_query_only_metrics_the_service_exports() {
     // A service as it runs: loaded by a reload, with the cache on, after an assignment and a rejection
     // (a labelled metric family only appears once it has a sample).
-    let service = dps_allocator::service::Service::new(
-        dps_allocator::reload::PolicySource::Dir(repo().join("policies")),
+    let service = dps_allocator::server::Service::new(
+        dps_allocator::server::reload::PolicySource::Dir(repo().join("policies")),
         Some(crate::helpers::test_geoip()),
-        dps_allocator::cache::DecisionCache::new(64, std::time::Duration::from_secs(60)),
-        dps_allocator::http::auth::ApiKeys::none(),
+        dps_allocator::server::cache::DecisionCache::new(64, std::time::Duration::from_secs(60)),
+        dps_allocator::server::keys::ApiKeys::none(),
     )
     .expect("metrics");
-    service.reload(dps_allocator::reload::Trigger::Startup);
+    service.reload(dps_allocator::server::reload::Trigger::Startup);
     let app = crate::helpers::app_with(service).await;
     for fixture in ["tutorial-toaster.json", "rejection-revoked-firmware.json"] {
         let v: Value =

@@ -16,7 +16,23 @@ async fn run_dir(dir: &Path) -> usize {
     let mut failures = Vec::new();
     for case in &cases {
         let reply = send(&app, TestRequest::post().uri("/api/allocate").set_payload(case.body())).await;
-        let got = Observed::from_parts(reply.status, &reply.body, reply.decision.as_deref());
+        // The decision's fields as a client reads them: from the x-dps-allocator-decision header.
+        let field = |name: &str| {
+            reply
+                .decision
+                .as_deref()?
+                .split("; ")
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .filter(|v| *v != "-")
+                .map(str::to_owned)
+        };
+        let got = Observed::from_wire(
+            reply.status,
+            &reply.body,
+            field("rule"),
+            field("strategy"),
+            field("sticky").map(|s| s == "true"),
+        );
         let diffs = case.check(&got);
         if !diffs.is_empty() {
             failures.push(format!(

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service as Service_, ServiceResponse};
 use actix_web::{test, web};
-use dps_allocator::cache::DecisionCache;
 use dps_allocator::geo::GeoIp;
 use dps_allocator::geo::mmdb::{NetworkRecord, write_city_db};
-use dps_allocator::http::{self, DECISION_HEADER, auth::ApiKeys};
+use dps_allocator::http::{self, DECISION_HEADER};
 use dps_allocator::policy::{self, Revision};
-use dps_allocator::reload::PolicySource;
-use dps_allocator::service::Service;
+use dps_allocator::server::Service;
+use dps_allocator::server::cache::DecisionCache;
+use dps_allocator::server::keys::ApiKeys;
+use dps_allocator::server::reload::PolicySource;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

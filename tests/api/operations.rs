@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix_web::test::TestRequest;
-use dps_allocator::http::auth::ApiKeys;
+use dps_allocator::server::keys::ApiKeys;
 use serde_json::{Value, json};
 
 use crate::helpers::{allocate, app_with, send, service, shipped};

@@ -3,9 +3,9 @@
 //! request's `linkedHubs`, spelled as sent. Mutated requests (a field replaced by any JSON value, a field
 //! removed, the body cut short or a byte changed) get a 200 or a 4xx with a JSON error, never a 5xx.
 
+use dps_allocator::answer::{Answer, allocate};
 use dps_allocator::dps::AllocationRequest;
 use dps_allocator::geo::GeoIp;
-use dps_allocator::http::answer::{Answer, allocate};
 use dps_allocator::policy::{Revision, Source, compile};
 use proptest::prelude::*;
 use proptest::sample::select;

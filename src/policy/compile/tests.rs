@@ -1,6 +1,7 @@
 //! Compiler tests: every mistake found at once, each at its file:line:col.
 
 use super::*;
+use crate::geo::LatLon;
 
 fn src(name: &str, text: &str) -> Source {
     Source::new(name, text)

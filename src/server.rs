@@ -1,15 +1,25 @@
-//! The running service's shared state: the policy store, the GeoIP database, the decision cache, the
-//! metrics and the API keys. Built once by `serve` (or a test) and shared read-only by every worker; the
-//! only thing that changes is the active revision, through the store's atomic swap.
+//! The running service without HTTP: its shared state (the policy store, the GeoIP database, the decision
+//! cache, the metrics and the API keys) and what a request asks of it (the answer to a body under a
+//! revision, from the cache or decided). Built once by `serve` (or a test) and shared read-only by every
+//! worker; the only thing that changes is the active revision, through the store's atomic swap.
+//!
+//! [`cache`] is the decision cache, [`reload`] the policy store and hot reload, [`keys`] the API keys.
 
+pub mod cache;
+pub mod keys;
+pub mod reload;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::DecisionCache;
+use crate::answer::{self, Answer};
 use crate::geo::GeoIp;
-use crate::http::auth::ApiKeys;
 use crate::policy::Revision;
-use crate::reload::{Attempt, PolicySource, PolicyStore, ReloadResult, Trigger, now_unix};
-use crate::telemetry::{Metrics, events};
+use crate::telemetry::Metrics;
+use crate::telemetry::events::CacheUse;
+use cache::DecisionCache;
+use keys::ApiKeys;
+use reload::{Attempt, PolicySource, PolicyStore, ReloadResult, Trigger, now_unix};
 
 /// Everything a request handler needs.
 pub struct Service {
@@ -86,8 +96,30 @@ impl Service {
         if attempt.result == ReloadResult::Activated {
             self.cache.clear();
         }
-        events::reload(&attempt, &self.policy.source().describe(), &self.metrics);
+        reload::log_attempt(&attempt, &self.policy.source().describe(), &self.metrics);
         attempt
+    }
+
+    /// The answer to one body under one revision: from the decision cache, else decided (and cached).
+    pub fn answer(&self, rev: &Revision, body: &[u8]) -> (Arc<Answer>, CacheUse) {
+        let key = self
+            .cache
+            .enabled()
+            .then(|| DecisionCache::key(&rev.id, self.geoip_stamp(), body));
+        if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
+            return (hit, CacheUse::Hit);
+        }
+        let answer = Arc::new(answer::allocate(body, rev, self.geoip.as_ref()));
+        let cache = match key {
+            // Only decisions are cached: a malformed body is cheap to refuse again.
+            Some(k) if answer.summary.is_some() => {
+                self.cache.insert(k, answer.clone());
+                CacheUse::Miss
+            }
+            Some(_) => CacheUse::Miss,
+            None => CacheUse::Off,
+        };
+        (answer, cache)
     }
 
     /// What identifies the GeoIP database in cache keys (0: none).

@@ -17,6 +17,7 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::policy::{self, PolicyErrors, Revision};
+use crate::telemetry::Metrics;
 
 /// The directory to use when none is given.
 pub const DEFAULT_POLICY_DIR: &str = "policies";
@@ -115,6 +116,33 @@ pub struct Attempt {
     pub errors: Vec<String>,
     /// How long the load and compile took, in milliseconds.
     pub duration_ms: f64,
+}
+
+/// One reload attempt: logged (a failure with every error) and counted.
+pub fn log_attempt(attempt: &Attempt, source: &str, m: &Metrics) {
+    m.reloads.with_label_values(&[attempt.result.as_str()]).inc();
+    let revision = attempt.revision.as_deref().unwrap_or("");
+    match attempt.result {
+        ReloadResult::Activated => {
+            m.set_revision(revision, attempt.at_unix);
+            tracing::info!(target: "policy", revision, source, trigger = ?attempt.trigger, duration_ms = attempt.duration_ms, "policy revision activated");
+        }
+        ReloadResult::Unchanged => {
+            tracing::debug!(target: "policy", revision, source, trigger = ?attempt.trigger, "policy unchanged");
+        }
+        ReloadResult::Failed => {
+            for e in &attempt.errors {
+                tracing::error!(target: "policy", source, error = %e, "policy error");
+            }
+            tracing::error!(
+                target: "policy",
+                source,
+                trigger = ?attempt.trigger,
+                errors = attempt.errors.len(),
+                "policy reload failed; the previous revision keeps serving"
+            );
+        }
+    }
 }
 
 /// The active revision and the reload history `/status` reports.

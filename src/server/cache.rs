@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
-use crate::http::Answer;
+use crate::answer::Answer;
 
 /// Entries kept by default: none. Measured (docs/benchmarks.md), a hit is several times cheaper than
 /// deciding but a miss several times dearer, so the cache pays only when well over a third of requests

@@ -1,9 +1,9 @@
 //! API keys for standalone deployments: when keys are configured every POST must carry one, as `?code=KEY`
 //! (what DPS sends when the key is in the enrollment's `webhookUrl`) or as an `x-functions-key` header.
 //! Keys are kept only as SHA-256 digests and compared in constant time, so neither a key's content nor
-//! its length leaks through timing, and no key ever reaches a log line.
+//! its length leaks through timing, and no key ever reaches a log line. The HTTP layer hands over the
+//! header and the query string; nothing here knows the HTTP framework.
 
-use actix_web::HttpRequest;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -64,13 +64,13 @@ impl ApiKeys {
         bool::from(ok)
     }
 
-    /// Whether the request may pass: no keys configured, or a valid `?code=` or `x-functions-key`.
-    pub fn allows(&self, req: &HttpRequest) -> bool {
+    /// Whether a request may pass: no keys configured, or a valid `?code=` in its query string or a valid
+    /// `x-functions-key` header.
+    pub fn allows(&self, header: Option<&str>, query: &str) -> bool {
         if self.is_empty() {
             return true;
         }
-        let header = req.headers().get(KEY_HEADER).and_then(|v| v.to_str().ok());
-        let code = query_code(req.query_string());
+        let code = query_code(query);
         // Evaluate both, so the answer takes the same time whichever carries the key.
         let by_header = header.is_some_and(|k| self.accepts(k));
         let by_query = code.as_deref().is_some_and(|k| self.accepts(k));

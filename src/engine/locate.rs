@@ -9,9 +9,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{GeoIp, IpLookup};
-use crate::policy::{GeoSettings, LatLon};
-use crate::regions;
+use crate::geo::{GeoIp, IpLookup, LatLon, regions};
+use crate::policy::GeoSettings;
 
 /// Where a location came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
