@@ -506,17 +506,31 @@ impl Ctx<'_, '_> {
         reasons: &mut Vec<Reason>,
         rec: &mut R,
     ) -> Cand {
-        let n = candidates.len() as u32;
         match strategy {
-            Strategy::Static => {
+            Strategy::Static => self.first_or_hashed(Fallback::Static, candidates, reasons, rec),
+            Strategy::WeightedHash => self.first_or_hashed(Fallback::WeightedHash, candidates, reasons, rec),
+            Strategy::GeoLatency { geo, fallback } => self.geo_latency(candidates, geo, *fallback, reasons, rec),
+        }
+    }
+
+    /// `static` (the first candidate) or `weighted-hash`: a strategy of its own, or geo-latency's fallback.
+    fn first_or_hashed<R: Recorder>(
+        &self,
+        how: Fallback,
+        candidates: &[Cand],
+        reasons: &mut Vec<Reason>,
+        rec: &mut R,
+    ) -> Cand {
+        let n = candidates.len() as u32;
+        match how {
+            Fallback::Static => {
                 reasons.push(Reason::Chose(StrategyName::Static, n));
                 candidates[0]
             }
-            Strategy::WeightedHash => {
+            Fallback::WeightedHash => {
                 reasons.push(Reason::Chose(StrategyName::WeightedHash, n));
                 self.weighted(candidates, rec)
             }
-            Strategy::GeoLatency { geo, fallback } => self.geo_latency(candidates, geo, *fallback, reasons, rec),
         }
     }
 
@@ -576,17 +590,7 @@ impl Ctx<'_, '_> {
             }
         }
         let Some(nearest) = distances.iter().map(|(_, d)| *d).min_by(f64::total_cmp) else {
-            let n = candidates.len() as u32;
-            return match fallback {
-                Fallback::Static => {
-                    reasons.push(Reason::Chose(StrategyName::Static, n));
-                    candidates[0]
-                }
-                Fallback::WeightedHash => {
-                    reasons.push(Reason::Chose(StrategyName::WeightedHash, n));
-                    self.weighted(candidates, rec)
-                }
-            };
+            return self.first_or_hashed(fallback, candidates, reasons, rec);
         };
         if let Some(&(cur, d)) = distances.iter().find(|(c, _)| Some(c.index) == self.current)
             && d - nearest <= geo.hysteresis_km

@@ -2,8 +2,9 @@
 //! handler uses: compiling never panics, an answer is never a 5xx, and a 200 always names a hub from the
 //! request's `linkedHubs`, spelled as sent. Mutated requests (a field replaced by any JSON value, a field
 //! removed, the body cut short or a byte changed) get a 200 or a 4xx with a JSON error, never a 5xx.
+//! `explain` decides exactly as allocate does, with policies small and large enough for the rule index.
 
-use dps_allocator::answer::{Answer, allocate};
+use dps_allocator::answer::{Answer, allocate, explain};
 use dps_allocator::dps::AllocationRequest;
 use dps_allocator::geo::GeoIp;
 use dps_allocator::policy::{Revision, Source, compile};
@@ -124,6 +125,28 @@ fn policy() -> impl Strategy<Value = String> {
             }
             text.push_str(&last);
             text
+        })
+}
+
+/// A generated policy after up to 40 rules filed under a registration-id prefix or an enrollment group:
+/// with 24 rules or more the rule index decides which rules are tested, for allocate and explain alike.
+fn padded_policy() -> impl Strategy<Value = String> {
+    (
+        proptest::collection::vec(("[a-zA-Z0-9]{1,3}", any::<bool>()), 0..40),
+        policy(),
+    )
+        .prop_map(|(filler, text)| {
+            let mut padded = String::new();
+            for (i, (prefix, by_group)) in filler.iter().enumerate() {
+                let when = if *by_group {
+                    format!("enrollment_group = \"{prefix}\"")
+                } else {
+                    format!("registration_id = {{ prefix = \"{}\" }}", prefix.to_ascii_lowercase())
+                };
+                padded.push_str(&format!("[[rule]]\nname = \"f{i}\"\nwhen = {{ {when} }}\n"));
+            }
+            padded.push_str(&text);
+            padded
         })
 }
 
@@ -290,6 +313,25 @@ proptest! {
     }
 
     #[test]
+    fn explain_decides_exactly_as_allocate_does(
+        text in padded_policy(),
+        requests in proptest::collection::vec(request(), 1..8),
+    ) {
+        let Ok(rev) = compile(vec![Source::new("gen/policy.toml", text)]) else { return Ok(()) };
+        for req in requests {
+            let body = serde_json::to_vec(&req).unwrap_or_default();
+            let served = allocate(&body, &rev, Some(&GEOIP));
+            let (explained, trace) = explain(&body, &rev, Some(&GEOIP));
+            prop_assert_eq!(served.status, explained.status);
+            prop_assert_eq!(&served.body, &explained.body);
+            prop_assert_eq!(&served.summary, &explained.summary);
+            let matched = trace.rules.iter().find(|r| r.matched).map(|r| r.rule.clone());
+            let rule = served.summary.as_ref().and_then(|s| s.rule.clone());
+            prop_assert!(matched.is_none() || matched == rule, "trace matched {:?}, allocate {:?}", matched, rule);
+        }
+    }
+
+    #[test]
     fn mutated_requests_get_a_200_or_a_4xx_never_a_5xx(
         req in request(),
         how in any::<u8>(),
@@ -323,4 +365,16 @@ fn the_generated_policies_mostly_compile() {
         })
         .count();
     assert!(compiled >= 100, "{compiled} of 200 generated policies compile");
+    // And enough padded ones compile with the rule index on for explain-equals-allocate to test it.
+    let padded = padded_policy();
+    let indexed = (0..200)
+        .filter(|_| {
+            let text = padded.new_tree(&mut runner).map(|t| t.current()).unwrap_or_default();
+            compile(vec![Source::new("gen/policy.toml", text)]).is_ok_and(|rev| rev.rule_index.enabled())
+        })
+        .count();
+    assert!(
+        indexed >= 50,
+        "{indexed} of 200 padded policies compile with the rule index on"
+    );
 }
