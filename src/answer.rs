@@ -217,7 +217,10 @@ fn answer(req: &AllocationRequest<'_>, decision: &Decision, body: &[u8], rev: &R
         )),
         Outcome::TooLarge { part, size, limit } => Err(ApiError::new(
             ErrorCode::TwinTooLarge,
-            format!("rendered {part} is {size} bytes, over the limit of {limit}"),
+            match size {
+                Some(size) => format!("rendered {part} is {size} bytes, over the limit of {limit}"),
+                None => format!("rendered {part} is over the limit of {limit} bytes (rendering stopped there)"),
+            },
         )),
     };
     let (status, out, error) = match rendered {

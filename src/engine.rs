@@ -25,7 +25,7 @@ use crate::dps::AllocationRequest;
 use crate::geo::{self, GeoIp};
 use crate::hashing::rebalance_bucket;
 use crate::policy::condition::Facts;
-use crate::policy::template::{ValueTemplate, Vars};
+use crate::policy::template::{Budget, Exhausted, ValueTemplate, Vars};
 use crate::policy::{
     Action, Fallback, GeoSettings, HubState, Revision, Rule, Selector, Strategy, StrategyName, UnknownLinkedHubs,
 };
@@ -70,8 +70,8 @@ pub enum Outcome {
     TooLarge {
         /// Which part.
         part: &'static str,
-        /// Its size in bytes.
-        size: usize,
+        /// Its size in bytes; `None` when rendering stopped as soon as it was certain to be over.
+        size: Option<usize>,
         /// The limit.
         limit: usize,
     },
@@ -627,19 +627,48 @@ impl Ctx<'_, '_> {
             payload: self.req.payload.as_ref(),
         };
         let tenant_twin = self.tenant.map(|t| &rev.tenants[t].twin);
-        let tags = merge(tenant_twin.map_or(&[][..], |t| &t.tags), &rule.twin.tags, &vars);
-        let desired = merge(tenant_twin.map_or(&[][..], |t| &t.desired), &rule.twin.desired, &vars);
+        let stopped = |part, limit| Outcome::TooLarge {
+            part,
+            size: None,
+            limit,
+        };
+        let Ok(tags) = merge(
+            tenant_twin.map_or(&[][..], |t| &t.tags),
+            &rule.twin.tags,
+            &vars,
+            TWIN_TAGS_LIMIT,
+        ) else {
+            return stopped("twin tags", TWIN_TAGS_LIMIT);
+        };
+        let Ok(desired) = merge(
+            tenant_twin.map_or(&[][..], |t| &t.desired),
+            &rule.twin.desired,
+            &vars,
+            TWIN_DESIRED_LIMIT,
+        ) else {
+            return stopped("desired properties", TWIN_DESIRED_LIMIT);
+        };
         for (part, map, limit) in [
             ("twin tags", &tags, TWIN_TAGS_LIMIT),
             ("desired properties", &desired, TWIN_DESIRED_LIMIT),
         ] {
             let size = json_len(map);
             if size > limit {
-                return Outcome::TooLarge { part, size, limit };
+                return Outcome::TooLarge {
+                    part,
+                    size: Some(size),
+                    limit,
+                };
             }
         }
         let initial_twin = twin_value(tags, desired);
-        let payload = rule.payload.as_ref().map(|p| p.render(&vars));
+        let payload = match &rule.payload {
+            Some(p) => match p.render_within(&vars, &mut Budget::new(PAYLOAD_LIMIT)) {
+                Ok(v) => Some(v),
+                Err(Exhausted) => return stopped("payload", PAYLOAD_LIMIT),
+            },
+            None => None,
+        };
         if let Some(p) = &payload
             && json_bound(p) > PAYLOAD_LIMIT
         {
@@ -647,7 +676,7 @@ impl Ctx<'_, '_> {
             if size > PAYLOAD_LIMIT {
                 return Outcome::TooLarge {
                     part: "payload",
-                    size,
+                    size: Some(size),
                     limit: PAYLOAD_LIMIT,
                 };
             }
@@ -695,12 +724,28 @@ fn contains_ignore_case(haystack: &str, lower_needle: &str) -> bool {
 }
 
 /// Tenant entries first, then the rule's: a key both give keeps the tenant's position and the rule's value.
-fn merge(tenant: &[(String, ValueTemplate)], rule: &[(String, ValueTemplate)], vars: &Vars<'_>) -> Map<String, Value> {
-    let mut map = Map::new();
-    for (k, t) in tenant.iter().chain(rule) {
-        map.insert(k.clone(), t.render(vars));
+/// Only the entries that stay are rendered, within a budget of `limit` bytes of keys and strings (a lower
+/// bound of the JSON size): rendering stops as soon as the result is certain to be over the limit.
+fn merge(
+    tenant: &[(String, ValueTemplate)],
+    rule: &[(String, ValueTemplate)],
+    vars: &Vars<'_>,
+    limit: usize,
+) -> Result<Map<String, Value>, Exhausted> {
+    let mut entries: SmallVec<[(&String, &ValueTemplate); 16]> = tenant.iter().map(|(k, t)| (k, t)).collect();
+    for (k, t) in rule {
+        match entries.iter_mut().find(|(key, _)| *key == k) {
+            Some(e) => e.1 = t,
+            None => entries.push((k, t)),
+        }
     }
-    map
+    let mut budget = Budget::new(limit);
+    let mut map = Map::new();
+    for (k, t) in entries {
+        budget.take(k.len())?;
+        map.insert(k.clone(), t.render_within(vars, &mut budget)?);
+    }
+    Ok(map)
 }
 
 /// The JSON size of a map: exact only when a cheap upper bound says it might matter.

@@ -32,6 +32,11 @@ use crate::telemetry::events::{self, CacheUse, DecisionEvent};
 /// Request bodies larger than this get 413 (DPS messages are at most 96 KB).
 pub const BODY_LIMIT: usize = 128 * 1024;
 
+/// A body must arrive whole within this time after the headers, or the request gets 408 and the
+/// connection is closed. DPS sends its small body at once; a client that stalls or trickles (1 byte every
+/// half second, say) would otherwise hold a connection and a file descriptor for ever.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The response header carrying the decision: `rule=...; strategy=...; sticky=...; revision=...`.
 pub const DECISION_HEADER: &str = "x-dps-allocator-decision";
 
@@ -128,10 +133,11 @@ async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Byte
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         return Err(ApiError::payload_too_large(BODY_LIMIT));
     }
-    match payload.to_bytes_limited(BODY_LIMIT).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(ApiError::bad_request("the request body could not be read")),
-        Err(_) => Err(ApiError::payload_too_large(BODY_LIMIT)),
+    match tokio::time::timeout(BODY_DEADLINE, payload.to_bytes_limited(BODY_LIMIT)).await {
+        Err(_) => Err(ApiError::request_timeout(BODY_DEADLINE.as_secs())),
+        Ok(Ok(Ok(bytes))) => Ok(bytes),
+        Ok(Ok(Err(_))) => Err(ApiError::bad_request("the request body could not be read")),
+        Ok(Err(_)) => Err(ApiError::payload_too_large(BODY_LIMIT)),
     }
 }
 
@@ -189,6 +195,7 @@ fn emit(service: &Service, rev: &Revision, answer: &Answer, request_id: &str, ca
         (status = 200, description = "Assigned; header x-dps-allocator-decision names the rule", body = crate::dps::AllocationResponse),
         (status = 400, description = "Malformed AllocationRequest (`bad_request`), or a rule's rejection", body = ErrorBody),
         (status = 401, description = "Missing or wrong key (`unauthorized`)", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within 5 s (`request_timeout`; the connection is closed)", body = ErrorBody),
         (status = 403, description = "Rejected by a rule (default `rejected`; a rule may set another 4xx and code)", body = ErrorBody),
         (status = 413, description = "Body over 128 KiB (`payload_too_large`)", body = ErrorBody),
         (status = 422, description = "No eligible hub (`no_eligible_hub`) or twin over IoT Hub limits (`twin_too_large`)", body = ErrorBody),
@@ -217,6 +224,7 @@ async fn allocate(
     responses(
         (status = 200, description = "The explanation (its `status` is what allocate would answer)", body = ExplainReport),
         (status = 401, description = "Missing or wrong key", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within 5 s", body = ErrorBody),
         (status = 413, description = "Body over 128 KiB", body = ErrorBody),
         (status = 503, description = "No valid policy revision yet", body = ErrorBody),
     )

@@ -19,6 +19,8 @@ pub enum ErrorCode {
     NotFound,
     /// 405 `method_not_allowed`.
     MethodNotAllowed,
+    /// 408 `request_timeout`: the body did not arrive in time (the connection is closed).
+    RequestTimeout,
     /// 413 `payload_too_large`.
     PayloadTooLarge,
     /// 422 `no_eligible_hub`: no rule matched without a default, or the rule has no eligible hub.
@@ -46,6 +48,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::NoEligibleHub | ErrorCode::TwinTooLarge => 422,
             ErrorCode::NotReady => 503,
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::NoEligibleHub => "no_eligible_hub",
             ErrorCode::TwinTooLarge => "twin_too_large",
@@ -116,6 +120,14 @@ impl ApiError {
     /// 405 `method_not_allowed`.
     pub fn method_not_allowed(allow: &str) -> Self {
         Self::new(ErrorCode::MethodNotAllowed, format!("this endpoint takes {allow} only"))
+    }
+
+    /// 408 `request_timeout`.
+    pub fn request_timeout(seconds: u64) -> Self {
+        Self::new(
+            ErrorCode::RequestTimeout,
+            format!("the request body did not arrive within {seconds} s"),
+        )
     }
 
     /// 413 `payload_too_large`.
@@ -175,7 +187,7 @@ pub struct ErrorBody<'a> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail<'a> {
     /// snake_case: `bad_request`, `unauthorized`, a rule's reason, `payload_too_large`, `no_eligible_hub`,
-    /// `twin_too_large`, `not_ready`, `internal`, `method_not_allowed`.
+    /// `twin_too_large`, `not_ready`, `internal`, `method_not_allowed`, `request_timeout`.
     pub code: &'a str,
     /// One line.
     pub message: &'a str,

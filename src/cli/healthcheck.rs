@@ -15,7 +15,7 @@ use super::serve::listen_address;
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
     /// The address `serve` listens on (only its port is used; the check connects to 127.0.0.1).
-    #[arg(long, env = "DPS_ALLOCATOR_LISTEN")]
+    #[arg(long, env = "DPS_ALLOCATOR_LISTEN", value_parser = super::serve::parse_listen)]
     pub listen: Option<SocketAddr>,
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3)]

@@ -27,7 +27,7 @@ pub struct ServeArgs {
     pub policies: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080; under Azure Functions 127.0.0.1 and
     /// FUNCTIONS_CUSTOMHANDLER_PORT].
-    #[arg(long, env = "DPS_ALLOCATOR_LISTEN")]
+    #[arg(long, env = "DPS_ALLOCATOR_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
     /// GeoIP database.
     #[command(flatten)]
@@ -70,6 +70,30 @@ pub struct ServeArgs {
     pub shutdown_timeout: u64,
 }
 
+/// `--listen`: `IP:PORT` (`127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080`), or `HOST:PORT` with a host name
+/// that resolves to loopback addresses only (`localhost:8080`). A name that resolves elsewhere is refused:
+/// which interface it would bind is up to the resolver, and the public-bind rule needs to know.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let forms = "use IP:PORT (127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080) or a host name that resolves to loopback (localhost:8080)";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("`{s}` has no port: {forms}"));
+    };
+    let port: u16 = port.parse().map_err(|_| format!("`{port}` is not a port: {forms}"))?;
+    let resolved: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}: {forms}"))?
+        .collect();
+    match resolved.iter().find(|a| a.is_ipv4()).or(resolved.first()) {
+        Some(first) if resolved.iter().all(|a| a.ip().is_loopback()) => Ok(*first),
+        Some(_) => Err(format!("`{host}` resolves to a non-loopback address: {forms}")),
+        None => Err(format!("`{host}` resolves to no address: {forms}")),
+    }
+}
+
 /// The listen address: `--listen`, else 127.0.0.1 on the Azure Functions custom handler port, else the
 /// default.
 pub fn listen_address(explicit: Option<SocketAddr>, env: &dyn Fn(&str) -> Option<String>) -> SocketAddr {
@@ -101,6 +125,12 @@ fn start(args: ServeArgs) -> Result<Status, String> {
         Err(status) => return Ok(status),
     };
     let addr = listen_address(args.listen, &|name| std::env::var(name).ok());
+    if args.api_keys.iter().any(|k| k.trim().is_empty()) {
+        return Err(
+            "--api-key (DPS_ALLOCATOR_API_KEY): an empty or blank key is refused: give real keys, or no --api-key at all"
+                .to_owned(),
+        );
+    }
     let keys = ApiKeys::new(args.api_keys.iter().map(String::as_str));
     if keys.is_empty() && !addr.ip().is_loopback() && !args.allow_unauthenticated {
         return Err(format!(
@@ -175,11 +205,16 @@ fn run_server(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let mut server = HttpServer::new(move || http::app(service.clone())).shutdown_timeout(shutdown_timeout);
-        if let Some(n) = workers {
-            server = server.workers(n.max(1));
-        }
-        server = match tls {
+        let workers = workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1);
+        let (descriptors, connections) = connection_cap(workers);
+        let server = HttpServer::new(move || http::app(service.clone()))
+            .shutdown_timeout(shutdown_timeout)
+            .workers(workers)
+            .max_connections(connections / workers);
+        tracing::info!(workers, descriptors, max_connections = connections, "connection limits");
+        let server = match tls {
             Some(config) => server.listen_rustls_0_23(listener, config)?,
             None => server.listen(listener)?,
         };
@@ -191,6 +226,23 @@ fn run_server(
         tracing::info!("stopped: in-flight requests finished");
         Ok(())
     })
+}
+
+/// File descriptors kept for everything but client connections: the listener, log output, the policy
+/// directory and its watcher, the GeoIP database, the runtime's own.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// Raises the soft limit on open files to the hard limit where allowed, and returns it with the cap on
+/// concurrent connections: three quarters of what is left after the reserve, so that a flood of idle or
+/// stalled connections makes new ones wait in the accept backlog instead of failing every `accept` and
+/// every file the process opens.
+fn connection_cap(workers: usize) -> (u64, usize) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
+        .unwrap_or(1024);
+    let cap = limit.saturating_sub(RESERVED_DESCRIPTORS) / 4 * 3;
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX).clamp(workers * 16, 100_000);
+    (limit, cap)
 }
 
 /// SIGHUP reloads the policy. The task owns the reloader, which keeps the directory watcher alive.
@@ -220,5 +272,17 @@ mod tests {
         assert_eq!(listen_address(None, &legacy).to_string(), "127.0.0.1:7072");
         let explicit: SocketAddr = "0.0.0.0:9000".parse().expect("addr");
         assert_eq!(listen_address(Some(explicit), &functions), explicit);
+    }
+
+    #[test]
+    fn listen_takes_addresses_and_host_names_that_resolve_to_loopback() {
+        assert_eq!(parse_listen("127.0.0.1:0").expect("ip").to_string(), "127.0.0.1:0");
+        assert_eq!(parse_listen("[::1]:8080").expect("ipv6").to_string(), "[::1]:8080");
+        let local = parse_listen("localhost:8081").expect("localhost resolves to loopback");
+        assert!(local.ip().is_loopback() && local.port() == 8081, "{local}");
+        for bad in ["localhost", "localhost:http", "example.invalid:80"] {
+            let e = parse_listen(bad).expect_err(bad);
+            assert!(e.contains("IP:PORT"), "{bad}: {e}");
+        }
     }
 }

@@ -251,6 +251,44 @@ twin.tags = { tier = "${payload.tier}", hub = "${hub}" }
 }
 
 #[test]
+fn rendering_stops_as_soon_as_a_twin_or_payload_is_certain_to_be_over_its_limit() {
+    // A 120 KB payload value referenced 1,000 times once rendered ~120 MB before the size check.
+    let refs: Vec<String> = (0..1000).map(|i| format!("k{i} = \"${{payload.big}}\"")).collect();
+    let big = "x".repeat(120_000);
+    for part in ["twin.tags", "twin.desired", "payload"] {
+        let rev = policy(&format!("[[rule]]\nname = \"r\"\n{part} = {{ {} }}\n", refs.join(", ")));
+        let (d, _) = run(&rev, &request("d", &["h"], None, json!({ "payload": { "big": big } })));
+        assert!(
+            matches!(d.outcome, Outcome::TooLarge { size: None, .. }),
+            "{part}: {:?}",
+            d.outcome
+        );
+    }
+    // Under the limit, the size is still measured exactly, and a key the rule overrides counts once.
+    let rev = policy(
+        "[[tenant]]\nid = \"t\"\ntwin.tags = { a = \"${payload.v}\" }\n[[rule]]\nname = \"r\"\ntwin.tags = { a = \"${payload.v}\" }\n",
+    );
+    let v = "y".repeat(5000);
+    let (d, _) = run(&rev, &request("d", &["h"], None, json!({ "payload": { "v": v } })));
+    assert!(matches!(d.outcome, Outcome::Assigned(_)), "{:?}", d.outcome);
+    // 5,000 quotes are 5,000 bytes to render and 10,000 of JSON: caught by the exact check.
+    let quotes = "\"".repeat(5000);
+    let (d, _) = run(&rev, &request("d", &["h"], None, json!({ "payload": { "v": quotes } })));
+    assert!(
+        matches!(
+            d.outcome,
+            Outcome::TooLarge {
+                part: "twin tags",
+                size: Some(10_008),
+                ..
+            }
+        ),
+        "{:?}",
+        d.outcome
+    );
+}
+
+#[test]
 fn twins_over_iot_hub_limits_are_refused() {
     let rev = policy("[[rule]]\nname = \"r\"\ntwin.tags = { blob = \"${payload.blob}\" }\n");
     let blob = "x".repeat(9000);

@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::answer::ApiError;
+use crate::answer::{ApiError, ErrorCode};
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
@@ -17,6 +17,10 @@ impl ResponseError for ApiError {
         res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
         if let Some(secs) = self.retry_after() {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.code == ErrorCode::RequestTimeout {
+            // The rest of a stalled body may never come: do not wait for it on this connection.
+            res.force_close();
         }
         res.body(self.body())
     }

@@ -76,7 +76,26 @@ struct Parsed {
 }
 
 /// Compiles policy files (in the order given) into a revision.
+///
+/// A panic inside the compiler (a bug, or a library's on some input) is caught here and reported as a
+/// policy error: no policy file can take `check`, `serve` or the reloader down.
 pub fn compile(sources: Vec<Source>) -> Result<Revision, PolicyErrors> {
+    let names: Vec<String> = sources.iter().map(|s| s.name.to_string()).collect();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile_unguarded(sources))).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let why: String = why.chars().take(200).collect();
+        Err(PolicyErrors::single(format!(
+            "{}: internal error while compiling the policy ({why}); please report it",
+            names.join(", ")
+        )))
+    })
+}
+
+fn compile_unguarded(sources: Vec<Source>) -> Result<Revision, PolicyErrors> {
     let mut cx = Ctx {
         sources: &sources,
         errors: Vec::new(),
@@ -676,7 +695,14 @@ fn compile_ops(o: &RawStrOps, lower: bool) -> Result<StrCond, String> {
             .case_insensitive(lower)
             .literal_separator(false)
             .build()
-            .map_err(|e| format!("invalid glob `{g}`: {}", e.kind()))?;
+            .map_err(|e| format!("invalid glob `{}`: {}", shorten(g), e.kind()))?;
+        // globset compiles a glob to a regex and panics when that regex is over its own size limit: the
+        // same regex must first fit the limits every `regex` condition has.
+        regex::bytes::RegexBuilder::new(glob.regex())
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| format!("glob `{}` is too large or complex: {}", shorten(g), regex_cause(&e)))?;
         ops.push(StrOp::Glob(glob.compile_matcher()));
     }
     if let Some(r) = &o.regex {
@@ -685,7 +711,7 @@ fn compile_ops(o: &RawStrOps, lower: bool) -> Result<StrCond, String> {
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map_err(|e| format!("invalid regex `{r}`: {}", regex_cause(&e)))?;
+            .map_err(|e| format!("invalid regex `{}`: {}", shorten(r), regex_cause(&e)))?;
         ops.push(StrOp::Regex(re));
     }
     if let Some(list) = &o.any_of {
@@ -707,6 +733,14 @@ fn compile_ops(o: &RawStrOps, lower: bool) -> Result<StrCond, String> {
 }
 
 /// The regex crate's syntax errors draw the pattern with a caret over several lines; keep the cause.
+/// A pattern as error messages quote it: at most 80 characters.
+fn shorten(pattern: &str) -> String {
+    match pattern.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &pattern[..at]),
+        None => pattern.to_owned(),
+    }
+}
+
 fn regex_cause(e: &regex::Error) -> String {
     let text = e.to_string();
     let cause = text.rsplit("error: ").next().unwrap_or(&text);

@@ -39,7 +39,19 @@ pub fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyErrors> {
             }
         };
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        let Some(name) = name.to_str() else {
+            let lossy = name.to_string_lossy();
+            if !lossy.starts_with('.') && lossy.ends_with(".toml") {
+                errors.push(PolicyError {
+                    location: None,
+                    message: format!(
+                        "{}: the file name is not valid UTF-8: rename it",
+                        dir.join(&*lossy).display()
+                    ),
+                });
+            }
+            continue;
+        };
         if name.starts_with('.') || !name.ends_with(".toml") {
             continue;
         }
@@ -95,5 +107,29 @@ pub fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyErrors> {
             errors.extend(more);
         }
         Err(PolicyErrors(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_file_whose_name_is_not_utf8_is_an_error_not_skipped() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = std::env::temp_dir().join(format!("dps-load-{}-utf8", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::write(d.join("a.toml"), "[[rule]]\nname = \"a\"\n").expect("write");
+        let bad = d.join(std::ffi::OsStr::from_bytes(b"b\xff.toml"));
+        std::fs::write(&bad, "[[rule]]\nname = \"b\"\n").expect("write");
+        std::fs::write(d.join(std::ffi::OsStr::from_bytes(b".swap\xff.toml")), "x").expect("write");
+        let errors = load_dir(&d).expect_err("refused");
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert!(
+            errors.0[0].to_string().contains("the file name is not valid UTF-8"),
+            "{errors}"
+        );
+        let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -177,18 +177,56 @@ impl StrTemplate {
 
     /// Renders with these values.
     pub fn render(&self, v: &Vars<'_>) -> String {
+        self.render_within(v, &mut Budget::unlimited()).unwrap_or_default()
+    }
+
+    /// Renders with these values, within a budget: stops as soon as the text would pass it, before it is
+    /// built, so a large payload value referenced many times costs no more memory than the budget.
+    pub fn render_within(&self, v: &Vars<'_>, budget: &mut Budget) -> Result<String, Exhausted> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
-                Part::Lit(s) => out.push_str(s),
-                Part::Var(var) => render_var(var, v, &mut out),
+                Part::Lit(s) => {
+                    budget.take(s.len())?;
+                    out.push_str(s);
+                }
+                Part::Var(var) => render_var(var, v, budget, &mut out)?,
             }
         }
-        out
+        Ok(out)
     }
 }
 
-fn render_var(var: &Var, v: &Vars<'_>, out: &mut String) {
+/// What rendering may still produce, in bytes of keys and string contents: a lower bound of the JSON
+/// size, so running out means the JSON is over the limit for certain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    left: usize,
+}
+
+/// Rendering stopped: the budget ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exhausted;
+
+impl Budget {
+    /// This many bytes.
+    pub fn new(bytes: usize) -> Self {
+        Budget { left: bytes }
+    }
+
+    /// No limit.
+    pub fn unlimited() -> Self {
+        Budget { left: usize::MAX }
+    }
+
+    /// Spends `n` bytes, or says the budget cannot pay them.
+    pub fn take(&mut self, n: usize) -> Result<(), Exhausted> {
+        self.left = self.left.checked_sub(n).ok_or(Exhausted)?;
+        Ok(())
+    }
+}
+
+fn render_var(var: &Var, v: &Vars<'_>, budget: &mut Budget, out: &mut String) -> Result<(), Exhausted> {
     let s = match var {
         Var::RegistrationId => v.registration_id,
         Var::DeviceId => v.device_id,
@@ -201,16 +239,25 @@ fn render_var(var: &Var, v: &Vars<'_>, out: &mut String) {
         Var::HubTag(key) => v.hub_tags.and_then(|t| t.get(&**key)).map_or("", String::as_str),
         Var::Payload(path) => {
             match v.payload.and_then(|p| path.lookup(p)) {
-                Some(Value::String(s)) => out.push_str(s),
+                Some(Value::String(s)) => {
+                    budget.take(s.len())?;
+                    out.push_str(s);
+                }
                 Some(Value::Null) | None => {}
                 Some(other) => {
-                    let _ = write!(out, "{other}");
+                    // A number, a boolean, an array or an object, as JSON text: no bigger than the request.
+                    let mut text = String::new();
+                    let _ = write!(text, "{other}");
+                    budget.take(text.len())?;
+                    out.push_str(&text);
                 }
             }
-            return;
+            return Ok(());
         }
     };
+    budget.take(s.len())?;
     out.push_str(s);
+    Ok(())
 }
 
 /// A JSON value with templated strings.
@@ -322,14 +369,30 @@ impl ValueTemplate {
 
     /// Renders into JSON.
     pub fn render(&self, v: &Vars<'_>) -> Value {
-        match self {
+        self.render_within(v, &mut Budget::unlimited()).unwrap_or(Value::Null)
+    }
+
+    /// Renders into JSON within a budget (see [`StrTemplate::render_within`]). Constants are the policy's
+    /// own and cost nothing; keys and rendered strings are counted.
+    pub fn render_within(&self, v: &Vars<'_>, budget: &mut Budget) -> Result<Value, Exhausted> {
+        Ok(match self {
             ValueTemplate::Const(c) => c.clone(),
-            ValueTemplate::Str(t) => Value::String(t.render(v)),
-            ValueTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(v)).collect()),
+            ValueTemplate::Str(t) => Value::String(t.render_within(v, budget)?),
+            ValueTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render_within(v, budget))
+                    .collect::<Result<_, _>>()?,
+            ),
             ValueTemplate::Object(entries) => {
-                Value::Object(entries.iter().map(|(k, t)| (k.clone(), t.render(v))).collect())
+                let mut map = Map::with_capacity(entries.len());
+                for (k, t) in entries {
+                    budget.take(k.len())?;
+                    map.insert(k.clone(), t.render_within(v, budget)?);
+                }
+                Value::Object(map)
             }
-        }
+        })
     }
 
     /// Whether any string below uses a variable matching the predicate.

@@ -25,8 +25,20 @@ pub const DEFAULT_POLICY_DIR: &str = "policies";
 /// How long the watcher waits for the directory to go quiet before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
 
+/// The longest a reload waits after the first change of a burst, even while changes go on: a directory
+/// that never goes quiet (a sync tool, a generator rewriting files) still reloads about once a second.
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// How often the directory is re-read when no file watcher could be started.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Errors a failed attempt keeps for `/status` and the log: a directory with thousands of mistakes must
+/// not make every `/status` answer and every log burst megabytes long.
+pub const KEPT_ERRORS: usize = 100;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 
 /// Where a policy comes from: a directory, or the embedded default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +124,11 @@ pub struct Attempt {
     pub result: ReloadResult,
     /// The revision the directory compiled to, when it compiled.
     pub revision: Option<String>,
-    /// Every error, `file:line:col: message`, when it failed.
+    /// The first [`KEPT_ERRORS`] errors, `file:line:col: message`, when it failed.
     pub errors: Vec<String>,
+    /// How many more errors there were (`dps-allocator check` prints them all).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub errors_omitted: usize,
     /// How long the load and compile took, in milliseconds.
     pub duration_ms: f64,
 }
@@ -138,7 +153,8 @@ pub fn log_attempt(attempt: &Attempt, source: &str, m: &Metrics) {
                 target: "policy",
                 source,
                 trigger = ?attempt.trigger,
-                errors = attempt.errors.len(),
+                errors = attempt.errors.len() + attempt.errors_omitted,
+                errors_omitted = attempt.errors_omitted,
                 "policy reload failed; the previous revision keeps serving"
             );
         }
@@ -203,7 +219,15 @@ impl PolicyStore {
     /// Loads the source, activates it when it compiles to a new revision, and records the attempt.
     pub fn reload(&self, trigger: Trigger) -> Attempt {
         let started = std::time::Instant::now();
-        let loaded = self.source.load();
+        // The compiler catches its own panics; this catches any other (reading the directory, hashing),
+        // so a reload always ends as an attempt on record and the reloader lives on.
+        let loaded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.source.load())).unwrap_or_else(|_| {
+                Err(PolicyErrors::single(format!(
+                    "{}: internal error while loading the policy; please report it",
+                    self.source.describe()
+                )))
+            });
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let at_unix = now_unix();
         let attempt = match loaded {
@@ -225,6 +249,7 @@ impl PolicyStore {
                     result,
                     revision: Some(id),
                     errors: Vec::new(),
+                    errors_omitted: 0,
                     duration_ms,
                 }
             }
@@ -233,7 +258,8 @@ impl PolicyStore {
                 trigger,
                 result: ReloadResult::Failed,
                 revision: None,
-                errors: errors.0.iter().map(ToString::to_string).collect(),
+                errors: errors.0.iter().take(KEPT_ERRORS).map(ToString::to_string).collect(),
+                errors_omitted: errors.0.len().saturating_sub(KEPT_ERRORS),
                 duration_ms,
             },
         };
@@ -302,17 +328,27 @@ pub fn spawn(
                         Err(_) => return,
                     },
                 };
-                // Debounce: an editor's save or a ConfigMap swap is several events; reload once it is quiet.
+                // Debounce: an editor's save or a ConfigMap swap is several events; reload once it is quiet,
+                // or once MAX_DEBOUNCE has passed since the first of them.
                 let mut trigger = trigger;
+                let first = std::time::Instant::now();
                 loop {
-                    match rx.recv_timeout(DEBOUNCE) {
+                    let wait = DEBOUNCE.min(MAX_DEBOUNCE.saturating_sub(first.elapsed()));
+                    if wait.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(wait) {
                         Ok(Trigger::Signal) => trigger = Trigger::Signal,
                         Ok(_) => {}
                         Err(RecvTimeoutError::Timeout) => break,
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                on_reload(trigger);
+                // A reload that fails in any way, a panic included, is on record (`PolicyStore::reload`);
+                // nothing it does may stop this thread, or later changes and SIGHUPs would be ignored.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_reload(trigger))).is_err() {
+                    tracing::error!(target: "policy", "policy reload failed unexpectedly; the next change or SIGHUP tries again");
+                }
             }
         })?;
     Ok(Reloader { tx, _watcher: watcher })
@@ -359,6 +395,7 @@ mod tests {
         let failed = store.reload(Trigger::Watch);
         assert_eq!(failed.result, ReloadResult::Failed);
         assert!(failed.errors[0].contains("p.toml:3:12"), "{:?}", failed.errors);
+        assert_eq!(failed.errors_omitted, 0);
         assert_eq!(store.active().expect("still active").id, good);
         assert_eq!(
             store.status().last_failure.map(|f| f.result),
@@ -384,5 +421,39 @@ mod tests {
         assert_eq!(held.rules[0].name, "a", "the held revision is immutable");
         assert_eq!(store.active().expect("active").rules[0].name, "b");
         let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_failed_attempt_keeps_the_first_errors_and_counts_the_rest() {
+        let d = dir("many");
+        let rules: String = (0..250)
+            .map(|i| format!("[[rule]]\nname = \"r{i}\"\nstrategy = \"nope\"\n"))
+            .collect();
+        std::fs::write(d.join("p.toml"), rules).expect("write");
+        let store = PolicyStore::new(PolicySource::Dir(d.clone()));
+        let failed = store.reload(Trigger::Startup);
+        assert_eq!(failed.result, ReloadResult::Failed);
+        assert_eq!(failed.errors.len(), KEPT_ERRORS);
+        assert_eq!(failed.errors_omitted, 150);
+        let json = serde_json::to_value(store.status()).expect("json");
+        assert_eq!(json["last_failure"]["errors_omitted"], 150);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_directory_that_never_goes_quiet_still_reloads_about_every_second() {
+        let reloads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = reloads.clone();
+        let reloader = spawn(&PolicySource::Embedded, false, move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+        .expect("reloader");
+        // Ten changes a second for 2.6 s: never 250 ms of quiet.
+        for _ in 0..26 {
+            reloader.trigger(Trigger::Watch);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let during = reloads.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(during >= 2, "{during} reloads during 2.6 s of continuous change");
     }
 }

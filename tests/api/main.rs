@@ -9,6 +9,7 @@ mod corpus;
 mod deploy;
 mod determinism;
 mod fixtures;
+mod hardening;
 mod helpers;
 mod live;
 mod operations;

@@ -303,3 +303,24 @@ fn the_shipped_and_embedded_policies_load() {
     assert!(rev.rules.iter().any(|r| r.name == "toasters"));
     assert!(crate::policy::embedded_default().is_ok());
 }
+
+#[test]
+fn a_glob_too_large_for_its_regex_is_a_located_error_not_a_panic() {
+    // 100,000 stars made globset's own regex compilation panic; now the glob gets the regex limits.
+    let stars = "*".repeat(100_000);
+    let text = format!("[[rule]]\nname = \"stars\"\nwhen = {{ registration_id = {{ glob = \"{stars}x\" }} }}\n");
+    let errs = errors(vec![src("p/glob.toml", &text)]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("p/glob.toml:3:"), "{}", errs[0]);
+    assert!(errs[0].contains("is too large or complex"), "{}", errs[0]);
+    assert!(
+        errs[0].len() < 400,
+        "the message quotes a shortened pattern: {} bytes",
+        errs[0].len()
+    );
+    // An ordinary glob still compiles.
+    ok(vec![src(
+        "p/glob.toml",
+        "[[rule]]\nname = \"g\"\nwhen = { registration_id = { glob = \"*-contoso-*\" } }\n",
+    )]);
+}
