@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the request parser + decision engine (target `allocate`) and the policy compiler (target
-# `policy`) with cargo-fuzz (libFuzzer), each for a bounded time:
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default 600 seconds, both targets)
+# Fuzzes the request parser + decision engine (target `allocate`), the policy compiler (target `policy`)
+# and extreme glob/regex conditions (target `patterns`) with cargo-fuzz (libFuzzer), each for a bounded time:
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default 600 seconds, all three targets)
 # Seeds come from the fixtures (every request in policies/tests and tests/fixtures, the bad-input corpus,
 # the shipped and fixture policies) and are written into fuzz/corpus/ (not committed; libFuzzer adds what
 # it finds there). Needs a nightly toolchain (rustup toolchain install nightly) and cargo-fuzz, which it
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(allocate policy)
+[ ${#targets[@]} -gt 0 ] || targets=(allocate policy patterns)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 python3 scripts/fuzz_seeds.py fuzz/corpus
 for t in "${targets[@]}"; do

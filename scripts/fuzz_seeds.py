@@ -3,6 +3,7 @@
   allocate/: every request body in policies/tests/ and tests/fixtures/*/tests/, each
              twice (first byte 0: the shipped policy; 1: the geo fixture policy with a GeoIP database)
   policy/:   the shipped policy directory and every fixture policy, files joined by a line `%%%`
+  patterns/: kind (even: glob, odd: regex), fact, a big-endian repeat count, a unit pattern
 """
 import hashlib
 import json
@@ -19,7 +20,7 @@ def put(target, data):
     (d / ("seed-" + hashlib.sha1(data).hexdigest())).write_bytes(data)
 
 
-n = {"allocate": 0, "policy": 0}
+n = {"allocate": 0, "policy": 0, "patterns": 0}
 fixtures = sorted(ROOT.glob("policies/tests/*.json")) + sorted(ROOT.glob("tests/fixtures/*/tests/*.json"))
 for f in fixtures:
     cases = json.loads(f.read_text())
@@ -37,4 +38,10 @@ for d in dirs:
     for f in files:
         put("policy", f.read_bytes())
         n["policy"] += 1
-print(f"seeds: {n['allocate']} requests, {n['policy']} policies -> {out}")
+for kind, fact, reps, unit in [
+    (0, 0, 50_000, b"**"), (0, 1, 1, b"*-contoso-*"), (0, 2, 20_000, b"[a-z]?"), (0, 3, 9_000, b"{a,b}"),
+    (1, 0, 30_000, b"(a|b)*"), (1, 1, 1, b"^[a-m]"), (1, 2, 5_000, b"\\w{1,100}"), (1, 3, 60_000, b"."),
+]:
+    put("patterns", bytes([kind, fact]) + reps.to_bytes(2, "big") + unit)
+    n["patterns"] += 1
+print(f"seeds: {n['allocate']} requests, {n['policy']} policies, {n['patterns']} patterns -> {out}")
