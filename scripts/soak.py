@@ -10,6 +10,8 @@ hub, a bad template, in turn). Every answer is checked as it arrives:
     carries exactly one generation tag, and a sample of answers per revision replayed offline through
     `dps-allocator simulate --decisions` on that generation's files gives the same hub.
 RSS is sampled every second; after warm-up (the first fifth of the run) it must grow less than 10 %.
+At the end, a reload storm (`--storm-seconds`, default 10): a valid change every 100 ms, so the directory
+is never quiet for the 250 ms debounce; reloads must still happen, at least one every two seconds.
 
   scripts/soak.py --seconds 600 [--bin target/release/dps-allocator] [--doc docs/reliability.md]
 """
@@ -103,6 +105,13 @@ class Churn:
             (keep / name).write_text(text)
             if not (self.dir / name).exists() or (self.dir / name).read_text() != text:
                 self.put(name, text)
+
+    def storm_tick(self):
+        """A new valid generation that changes one file only (the weight repeats every four
+        generations): a reload storm never catches a half-written generation."""
+        self.step += 1
+        self.generation += 4
+        self.write_generation(self.generation)
 
     def tick(self):
         self.step += 1
@@ -202,12 +211,22 @@ def replay(binary, gen_dir, fleet, sample, work):
     return hubs
 
 
+def reload_counts(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    return {m.group(1): int(float(m.group(2)))
+            for m in re.finditer(r'dps_allocator_policy_reloads_total\{result="(\w+)"\} (\S+)', text)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=600)
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "dps-allocator"))
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--devices", type=int, default=20000)
+    ap.add_argument("--storm-seconds", type=int, default=10,
+                    help="at the end, this long a reload storm: a valid change every 100 ms")
     ap.add_argument("--doc", help="write the figures into this Markdown file's soak section")
     args = ap.parse_args()
 
@@ -234,15 +253,24 @@ def main():
         next_tick += 1
         churn.tick()
         rss.append((time.monotonic() - started, rss_kb(server.pid)))
+    # The reload storm: ten changes a second never leave the directory quiet for the 250 ms debounce;
+    # reloads must still happen, about once a second.
+    time.sleep(1.5)
+    before_storm = reload_counts(port)
+    storm_started = time.monotonic()
+    while time.monotonic() - storm_started < args.storm_seconds:
+        churn.storm_tick()
+        rss.append((time.monotonic() - started, rss_kb(server.pid)))
+        time.sleep(0.1)
+    storm_elapsed = time.monotonic() - storm_started
+    storm_reloads = reload_counts(port).get("activated", 0) - before_storm.get("activated", 0)
+    log(f"reload storm: {storm_elapsed:.1f}s of changes every 100 ms, {storm_reloads} revisions activated meanwhile")
+    time.sleep(1.5)
     stop.set()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - started
-    metrics = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    metrics.request("GET", "/metrics")
-    text = metrics.getresponse().read().decode()
-    reloads = {m.group(1): int(float(m.group(2)))
-               for m in re.finditer(r'dps_allocator_policy_reloads_total\{result="(\w+)"\} (\S+)', text)}
+    reloads = reload_counts(port)
     server.terminate()
     code = server.wait(timeout=60)
     logf.close()
@@ -287,6 +315,7 @@ def main():
         "revisions_seen": len(res.samples),
         "policy_writes": churn.step,
         "reloads": reloads,
+        "storm": {"seconds": round(storm_elapsed, 1), "activated": storm_reloads},
         "answers_replayed": replayed,
         "rss_mb": {"start": round(rss[0][1] / 1024, 1) if rss else None,
                    "after_warmup": round(base / 1024, 1), "end": round(end / 1024, 1),
@@ -297,7 +326,8 @@ def main():
     }
     print(json.dumps(summary, indent=2))
     ok = (fivexx == 0 and res.violations == 0 and res.conn_errors == 0 and growth < 10 and code == 0
-          and not panics and reloads.get("activated", 0) >= 2 and reloads.get("failed", 0) >= 2)
+          and not panics and reloads.get("activated", 0) >= 2 and reloads.get("failed", 0) >= 2
+          and storm_reloads >= args.storm_seconds // 2)
     for e in res.errors:
         log("VIOLATION " + e)
     for p in panics[:5]:
@@ -317,6 +347,7 @@ def write_doc(path, s, args):
         ("5xx / connection errors", f"{s['5xx']} / {s['connection_errors']}"),
         ("policy rewrites", f"{s['policy_writes']} (alternating valid and invalid)"),
         ("reloads", ", ".join(f"{k}: {v}" for k, v in sorted(s["reloads"].items()))),
+        ("reload storm", f"{s['storm']['seconds']} s of a change every 100 ms: {s['storm']['activated']} revisions activated"),
         ("revisions that answered", str(s["revisions_seen"])),
         ("answers replayed offline", f"{s['answers_replayed']:,}, all the same hub"),
         ("invariant violations", str(s["violations"])),
