@@ -40,7 +40,30 @@ pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5)
 /// The response header carrying the decision: `rule=...; strategy=...; sticky=...; revision=...`.
 pub const DECISION_HEADER: &str = "x-dps-allocator-decision";
 
-/// The application: every route, with the request span (request ids) around them.
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// One listener for everything (no `--admin-listen`): `/status`, `/metrics` and `/openapi.json` need
+    /// a key when keys are configured.
+    Single,
+    /// The public listener beside an admin one: the DPS routes and the probes only.
+    Public,
+    /// The admin listener: `/status`, `/metrics`, `/openapi.json` and the probes. `keyed`: they need a key
+    /// (keys are configured and `--allow-unauthenticated` was not given).
+    Admin {
+        /// Whether a key is required.
+        keyed: bool,
+    },
+}
+
+/// Whether the admin routes of an app need a key (app data of every app).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminGate {
+    /// A key is required.
+    pub keyed: bool,
+}
+
+/// The application of a single listener: every route, with the request span (request ids) around them.
 pub fn app(
     service: web::Data<Service>,
 ) -> App<
@@ -52,24 +75,63 @@ pub fn app(
         InitError = (),
     >,
 > {
+    app_for(service, Listener::Single)
+}
+
+/// The application of one listener: its routes, with the request span around them; any other path 404.
+pub fn app_for(
+    service: web::Data<Service>,
+    listener: Listener,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let keyed = match listener {
+        Listener::Single => !service.keys.is_empty(),
+        Listener::Admin { keyed } => keyed,
+        Listener::Public => true,
+    };
     App::new()
         .app_data(service)
+        .app_data(web::Data::new(AdminGate { keyed }))
         .wrap(TracingLogger::<RequestSpan>::new())
-        .configure(configure)
+        .configure(|cfg| configure(cfg, listener))
         .default_service(web::to(not_found))
 }
 
-/// Registers every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers the routes of a listener: probes everywhere, the DPS routes on the public one, the admin
+/// routes on the admin one, everything on a single one.
+pub fn configure(cfg: &mut web::ServiceConfig, listener: Listener) {
     cfg.service(only("GET", "/", root))
         .service(only("GET", "/healthz", healthz))
-        .service(only("GET", "/readyz", readyz))
-        .service(only("GET", "/metrics", status::metrics))
-        .service(only("GET", "/status", status::status))
-        .service(only("GET", "/openapi.json", openapi::serve))
-        .service(only("POST", "/api/allocate", allocate))
-        .service(only("POST", "/api/explain", explain))
-        .service(only("POST", "/allocate", envelope));
+        .service(only("GET", "/readyz", readyz));
+    if listener != Listener::Public {
+        cfg.service(only("GET", "/metrics", status::metrics))
+            .service(only("GET", "/status", status::status))
+            .service(only("GET", "/openapi.json", openapi::serve));
+    }
+    if !matches!(listener, Listener::Admin { .. }) {
+        cfg.service(only("POST", "/api/allocate", allocate))
+            .service(only("POST", "/api/explain", explain))
+            .service(only("POST", "/allocate", envelope));
+    }
+}
+
+/// Who asks for an admin route: `Ok(true)` when the caller showed a valid key, `Ok(false)` when none is
+/// needed and none was shown, 401 (logged; not an allocation request, so not counted as one) when one is
+/// needed.
+fn admin_caller(service: &Service, gate: &AdminGate, req: &HttpRequest) -> Result<bool, ApiError> {
+    let has_key = !service.keys.is_empty() && key_allows(service, req);
+    if gate.keyed && !has_key {
+        tracing::info!(target: "admin", path = req.path(), status = 401, "refused: a key is required");
+        return Err(ApiError::unauthorized());
+    }
+    Ok(has_key)
 }
 
 /// A resource answering one method; any other gets 405 with a JSON reason and `Allow`.

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// FUNCTIONS_CUSTOMHANDLER_PORT].
     #[arg(long, env = "DPS_ALLOCATOR_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
+    /// A second listener for `/metrics`, `/status`, `/openapi.json` and the probes; the public listener
+    /// then serves only the DPS routes and the probes.
+    #[arg(long, env = "DPS_ALLOCATOR_ADMIN_LISTEN", value_parser = parse_listen)]
+    pub admin_listen: Option<SocketAddr>,
     /// GeoIP database.
     #[command(flatten)]
     pub geoip: super::GeoIpArg,
@@ -41,7 +45,8 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
-    /// Serve a non-loopback address without API keys.
+    /// Serve a non-loopback address without API keys; with --admin-listen, serve the admin listener without
+    /// asking for keys (a cluster-internal port that something else protects).
     #[arg(long, env = "DPS_ALLOCATOR_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
     /// Log format.
@@ -137,6 +142,15 @@ fn start(args: ServeArgs) -> Result<Status, String> {
             "refusing to serve {addr} without API keys: give --api-key, or --allow-unauthenticated when something in front checks keys"
         ));
     }
+    if let Some(admin) = args.admin_listen
+        && keys.is_empty()
+        && !admin.ip().is_loopback()
+        && !args.allow_unauthenticated
+    {
+        return Err(format!(
+            "refusing to serve the admin listener on {admin} without API keys: give --api-key, or --allow-unauthenticated when the port is cluster-internal"
+        ));
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         _ => None,
@@ -162,6 +176,11 @@ fn start(args: ServeArgs) -> Result<Status, String> {
     })
     .map_err(|e| format!("cannot start the policy reloader: {e}"))?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let admin = match args.admin_listen {
+        Some(a) => Some(TcpListener::bind(a).map_err(|e| format!("cannot listen on {a} (--admin-listen): {e}"))?),
+        None => None,
+    };
+    let admin_keyed = !service.keys.is_empty() && !args.allow_unauthenticated;
     tracing::info!(
         api_keys = service.keys.len(),
         cache_capacity = args.cache_capacity,
@@ -169,9 +188,19 @@ fn start(args: ServeArgs) -> Result<Status, String> {
         watch = !args.no_watch,
         "starting"
     );
-    run_server(listener, service, tls, args.workers, args.shutdown_timeout, reloader)
+    let listeners = Listeners {
+        public: listener,
+        admin: admin.map(|l| (l, admin_keyed)),
+    };
+    run_server(listeners, service, tls, args.workers, args.shutdown_timeout, reloader)
         .map(|()| Status::Ok)
         .map_err(|e| format!("server: {e}"))
+}
+
+/// The bound sockets: the public one, and the admin one with whether its routes need a key.
+struct Listeners {
+    public: TcpListener,
+    admin: Option<(TcpListener, bool)>,
 }
 
 fn tls_config(cert: &PathBuf, key: &PathBuf) -> Result<rustls::ServerConfig, String> {
@@ -194,22 +223,32 @@ fn tls_config(cert: &PathBuf, key: &PathBuf) -> Result<rustls::ServerConfig, Str
 }
 
 fn run_server(
-    listener: TcpListener,
+    listeners: Listeners,
     service: web::Data<Service>,
     tls: Option<rustls::ServerConfig>,
     workers: Option<usize>,
     shutdown_timeout: u64,
     reloader: reload::Reloader,
 ) -> std::io::Result<()> {
+    let Listeners {
+        public: listener,
+        admin,
+    } = listeners;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_routes = if admin.is_some() {
+        http::Listener::Public
+    } else {
+        http::Listener::Single
+    };
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let workers = workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
             .max(1);
         let (descriptors, connections) = connection_cap(workers);
-        let server = HttpServer::new(move || http::app(service.clone()))
+        let for_admin = service.clone();
+        let server = HttpServer::new(move || http::app_for(service.clone(), public_routes))
             .shutdown_timeout(shutdown_timeout)
             .workers(workers)
             .max_connections(connections / workers);
@@ -219,10 +258,31 @@ fn run_server(
             None => server.listen(listener)?,
         };
         actix_web::rt::spawn(reload_on_sighup(reloader));
+        // The admin listener: plain HTTP, one worker, its own small connection cap.
+        let admin = match admin {
+            Some((l, keyed)) => {
+                let at = l.local_addr()?;
+                let admin_server =
+                    HttpServer::new(move || http::app_for(for_admin.clone(), http::Listener::Admin { keyed }))
+                        .shutdown_timeout(shutdown_timeout)
+                        .workers(1)
+                        .max_connections(256)
+                        .listen(l)?;
+                tracing::info!(addr = %at, keyed, "admin listening");
+                Some((admin_server.run(), at))
+            }
+            None => None,
+        };
         tracing::info!(%addr, scheme, "listening");
-        // A stable line for scripts and tests that start the server on port 0.
+        // Stable lines for scripts and tests that start the server on port 0: the public address first.
         println!("dps-allocator listening on {scheme}://{addr}");
-        server.run().await?;
+        match admin {
+            Some((admin_server, at)) => {
+                println!("dps-allocator admin listening on http://{at}");
+                tokio::try_join!(server.run(), admin_server)?;
+            }
+            None => server.run().await?,
+        }
         tracing::info!("stopped: in-flight requests finished");
         Ok(())
     })

@@ -90,8 +90,20 @@ fn tighten(doc: &mut serde_json::Value) {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
-pub async fn serve() -> HttpResponse {
+#[utoipa::path(get, path = "/openapi.json",
+    params(("code" = Option<String>, Query, description = "API key, when keys are configured")),
+    responses(
+        (status = 200, description = "The OpenAPI 3 document", content_type = "application/json"),
+        (status = 401, description = "Keys are configured and none was given (`unauthorized`)", body = crate::answer::ErrorBody),
+    ))]
+pub async fn serve(
+    service: actix_web::web::Data<crate::server::Service>,
+    gate: actix_web::web::Data<super::AdminGate>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
+    if let Err(e) = super::admin_caller(&service, &gate, &req) {
+        return actix_web::ResponseError::error_response(&e);
+    }
     HttpResponse::Ok().content_type("application/json").body(json())
 }
 

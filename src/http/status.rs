@@ -2,15 +2,16 @@
 //! catalogue, the GeoIP database, cache sizes) and `GET /metrics` (Prometheus text exposition).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Serialize;
 
 use crate::answer::ApiError;
 use crate::geo::LatLon;
 use crate::policy::HubState;
 use crate::server::Service;
-use crate::server::reload::Attempt;
+use crate::server::reload::{Attempt, PolicySource};
 
 /// The `/status` document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -106,6 +107,39 @@ pub struct CacheStatus {
 }
 
 impl StatusDoc {
+    /// The same document with every path on the host's file system made relative to the policy directory
+    /// (the directory itself named by its last component, the GeoIP database by its file name).
+    pub fn without_host_paths(mut self, service: &Service) -> Self {
+        let dir = match service.policy.source() {
+            PolicySource::Dir(d) => Some(d.display().to_string()),
+            PolicySource::Embedded => None,
+        };
+        let relative = |s: &str| -> String {
+            match &dir {
+                Some(d) => s.replace(&format!("{d}/"), ""),
+                None => s.to_owned(),
+            }
+        };
+        if let PolicySource::Dir(d) = service.policy.source() {
+            self.policy.source = d
+                .file_name()
+                .map_or_else(|| ".".to_owned(), |n| n.to_string_lossy().into_owned());
+        }
+        self.policy.files = self.policy.files.iter().map(|f| relative(f)).collect();
+        for attempt in [&mut self.policy.last_attempt, &mut self.policy.last_failure]
+            .into_iter()
+            .flatten()
+        {
+            attempt.errors = attempt.errors.iter().map(|e| relative(e)).collect();
+        }
+        if let Some(g) = &mut self.geoip {
+            g.path = Path::new(&g.path)
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        }
+        self
+    }
+
     /// Gathers the status of a service.
     pub fn of(service: &Service) -> Self {
         let rev = service.policy.active();
@@ -158,15 +192,32 @@ impl StatusDoc {
     }
 }
 
-/// `GET /status`.
-#[utoipa::path(get, path = "/status", responses((status = 200, description = "What is running", body = StatusDoc)))]
-pub async fn status(service: web::Data<Service>) -> HttpResponse {
-    HttpResponse::Ok().json(StatusDoc::of(&service))
+/// `GET /status`. A caller without a key sees paths relative to the policy directory, never the host's.
+#[utoipa::path(get, path = "/status",
+    params(("code" = Option<String>, Query, description = "API key, when keys are configured")),
+    responses(
+        (status = 200, description = "What is running", body = StatusDoc),
+        (status = 401, description = "Keys are configured and none was given (`unauthorized`)", body = crate::answer::ErrorBody),
+    ))]
+pub async fn status(service: web::Data<Service>, gate: web::Data<super::AdminGate>, req: HttpRequest) -> HttpResponse {
+    match super::admin_caller(&service, &gate, &req) {
+        Ok(true) => HttpResponse::Ok().json(StatusDoc::of(&service)),
+        Ok(false) => HttpResponse::Ok().json(StatusDoc::of(&service).without_host_paths(&service)),
+        Err(e) => e.error_response(),
+    }
 }
 
 /// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(service: web::Data<Service>) -> HttpResponse {
+#[utoipa::path(get, path = "/metrics",
+    params(("code" = Option<String>, Query, description = "API key, when keys are configured")),
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
+        (status = 401, description = "Keys are configured and none was given (`unauthorized`)", body = crate::answer::ErrorBody),
+    ))]
+pub async fn metrics(service: web::Data<Service>, gate: web::Data<super::AdminGate>, req: HttpRequest) -> HttpResponse {
+    if let Err(e) = super::admin_caller(&service, &gate, &req) {
+        return e.error_response();
+    }
     service.metrics.sync_geoip(service.geoip.as_ref());
     match service.metrics.render() {
         Ok(text) => HttpResponse::Ok()

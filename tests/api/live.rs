@@ -22,6 +22,8 @@ pub fn bin() -> String {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener, when `--admin-listen` was given.
+    pub admin: Option<SocketAddr>,
     pub log: PathBuf,
 }
 
@@ -53,9 +55,14 @@ impl Server {
         let mut child = cmd.spawn().expect("binary starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reads the listening line");
+        let mut stdout = BufReader::new(stdout);
+        stdout.read_line(&mut line).expect("reads the listening line");
+        let mut admin = None;
+        if args.contains(&"--admin-listen") {
+            let mut second = String::new();
+            stdout.read_line(&mut second).expect("reads the admin listening line");
+            admin = second.trim().rsplit("://").next().and_then(|a| a.parse().ok());
+        }
         let addr = line.trim().rsplit("://").next().and_then(|a| a.parse().ok());
         let Some(addr) = addr else {
             let _ = child.kill();
@@ -64,7 +71,12 @@ impl Server {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         };
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            admin,
+            log,
+        }
     }
 
     /// The log so far.

@@ -4,6 +4,7 @@
 // This whole binary is test code: failing loudly is its job.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod bad_input;
 mod corpus;
 mod deploy;

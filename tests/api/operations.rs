@@ -126,9 +126,14 @@ async fn with_keys_every_post_needs_one_as_code_or_header_or_inside_the_envelope
     )
     .await;
     assert_eq!(r.json()["Outputs"]["res"]["statusCode"], 401);
-    // GETs stay open: probes and scrapers carry no key.
-    for path in ["/", "/healthz", "/readyz", "/metrics", "/status", "/openapi.json"] {
+    // Probes stay open; what describes the fleet needs a key (a scraper sends `?code=`).
+    for path in ["/", "/healthz", "/readyz"] {
         assert_eq!(send(&app, TestRequest::get().uri(path)).await.status, 200, "{path}");
+    }
+    for path in ["/metrics", "/status", "/openapi.json"] {
+        assert_eq!(send(&app, TestRequest::get().uri(path)).await.status, 401, "{path}");
+        let keyed = format!("{path}?code=k-two");
+        assert_eq!(send(&app, TestRequest::get().uri(&keyed)).await.status, 200, "{keyed}");
     }
 }
 

@@ -69,6 +69,7 @@ fn without_a_policies_directory_the_embedded_default_serves() {
     .expect("line");
     let server = Server {
         child,
+        admin: None,
         addr: line
             .trim()
             .rsplit("://")
@@ -187,9 +188,10 @@ fn keys_never_reach_the_log_and_each_decision_is_one_json_line() {
         200
     );
     assert_eq!(get(server.addr, &format!("/status?code={secret}")).status, 200);
+    assert_eq!(get(server.addr, "/status").status, 401);
     let env = serde_json::json!({"Data": {"req": {"Url": format!("https://x/api/allocate?code={secret}"), "Query": {"code": secret}, "Body": body}}});
     assert_eq!(post(server.addr, "/allocate", &env.to_string(), "").status, 200);
-    let status = get(server.addr, "/status").body;
+    let status = get(server.addr, &format!("/status?code={secret}")).body;
     let (code, log) = server.terminate();
     assert_eq!(code, Some(0), "{log}");
     for text in [&log, &status] {
