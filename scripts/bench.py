@@ -50,6 +50,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_listening(log, proc, timeout=30):
+    """Waits for the server's `listening` event in its log (the service logs to stdout); the floor
+    example prints a plain `listening` line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {log}")
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if '"message":"listening"' in text or "listening on" in text:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"server not listening after {timeout}s: {log}")
+
+
 class Server:
     """A server pinned to CPU 0, started on a free port, logs to a file."""
 
@@ -57,9 +71,9 @@ class Server:
         self.port = free_port()
         self.log = OUT / f"{name}.log"
         argv = [str(a).replace("{port}", str(self.port)) for a in argv]
-        self.proc = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=subprocess.PIPE,
-                                     stderr=open(self.log, "wb"), cwd=ROOT)
-        self.proc.stdout.readline()  # the listening line
+        out = open(self.log, "wb")
+        self.proc = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=out, stderr=out, cwd=ROOT)
+        wait_listening(self.log, self.proc)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def rss_mb(self):
@@ -260,8 +274,8 @@ def profile():
     p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}", BIN, "serve",
                           "--listen", f"127.0.0.1:{port}", "--workers", "1", "--policies", "policies",
                           "--geoip", OUT / "test-city.mmdb", "--log-format", "json"],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
-    p.stdout.readline()
+                         stdout=open(OUT / "profile.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    wait_listening(OUT / "profile.log", p, timeout=120)
     m = wrk(f"http://127.0.0.1:{port}", seconds=8 if QUICK else 15, conns=8)
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=60)

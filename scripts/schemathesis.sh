@@ -16,8 +16,8 @@ out=$(mktemp)
 "$bin" serve --listen 127.0.0.1:0 --policies policies >"$out" 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -f "$log" "$out"' EXIT
-for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done
-url=$(grep -o 'http://[0-9.:]*' "$out")
+for _ in $(seq 100); do grep -q '"message":"listening"' "$out" && break; sleep 0.1; done
+url="http://$(grep '"message":"listening"' "$out" | sed -E 's/.*"addr":"([^"]+)".*/\1/')"
 total=0
 for seed in 1 2 3; do
   report=$(NO_COLOR=1 schemathesis run "$url/openapi.json" --checks all --max-examples 200 --seed "$seed" 2>&1) || {

@@ -211,6 +211,23 @@ def replay(binary, gen_dir, fleet, sample, work):
     return hubs
 
 
+def listening_port(path, proc, timeout=30):
+    """The port of the server's `listening` log event (the service logs JSON lines to stdout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited: {path.read_text(errors='replace')}")
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("message") == "listening":
+                return int(event["addr"].rsplit(":", 1)[1])
+        time.sleep(0.05)
+    sys.exit("server not listening")
+
+
 def reload_counts(port):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/metrics")
@@ -235,9 +252,8 @@ def main():
     fleet = [(json.dumps(d, separators=(",", ":")).encode(), d) for d in map(device, range(args.devices))]
     logf = open(work / "server.log", "wb")
     server = subprocess.Popen([args.bin, "serve", "--listen", "127.0.0.1:0", "--policies", str(churn.dir),
-                               "--log-format", "json"], stdout=subprocess.PIPE, stderr=logf)
-    line = server.stdout.readline().decode()
-    port = int(line.strip().rsplit(":", 1)[1])
+                               "--log-format", "json"], stdout=logf, stderr=logf)
+    port = listening_port(work / "server.log", server)
     log(f"server pid {server.pid} on port {port}; {args.seconds}s, {args.clients} clients, policy rewritten every second")
 
     res = Results()

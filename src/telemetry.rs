@@ -1,7 +1,12 @@
 //! Telemetry: log set-up, the Prometheus [`Metrics`], and the typed [`events`] that both log and count.
 //!
-//! Logs go to standard error through tracing, pretty or JSON, filtered by `RUST_LOG` (default `info`),
-//! written by a background thread so a slow terminal or pipe never stalls a request.
+//! Logs go to standard output through tracing, filtered by `RUST_LOG` (default `info`), written by a
+//! background thread so a slow terminal or pipe never stalls a request. Standard output, because the Azure
+//! Functions host logs a custom handler's stdout lines at Information and every stderr line at Error
+//! (`UseStdErrorStreamForErrorsOnly` in azure-functions-host's `WorkerProcess`): standard error is kept for
+//! the one line of a fatal start-up error. The format is JSON lines when standard output is not a
+//! terminal (a file, a pipe, Docker, Kubernetes, the Functions host), readable lines on a terminal, with
+//! colour only on a terminal and never with `NO_COLOR` set.
 
 pub mod events;
 pub(crate) mod json;
@@ -14,11 +19,24 @@ use tracing_subscriber::EnvFilter;
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// JSON lines when standard output is not a terminal, readable lines on a terminal.
     #[default]
+    Auto,
+    /// Human-readable lines.
     Pretty,
     /// One JSON object per line.
     Json,
+}
+
+impl LogFormat {
+    /// The format `Auto` stands for, given whether standard output is a terminal.
+    pub fn resolve(self, stdout_is_terminal: bool) -> LogFormat {
+        match self {
+            LogFormat::Auto if stdout_is_terminal => LogFormat::Pretty,
+            LogFormat::Auto => LogFormat::Json,
+            other => other,
+        }
+    }
 }
 
 /// Keeps the background log writer alive; logs written before it drops are flushed.
@@ -32,11 +50,13 @@ pub fn init(format: LogFormat) -> LogGuard {
     // The writer thread drains lines into a buffer and flushes when the queue is empty: one write per
     // burst rather than per line.
     let (writer, guard) =
-        tracing_appender::non_blocking(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+        tracing_appender::non_blocking(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    let installed = match format {
-        LogFormat::Pretty => builder.with_target(false).try_init(),
+    let installed = match format.resolve(terminal) {
         LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
+        _ => builder.with_target(false).with_ansi(colour).try_init(),
     };
     LogGuard {
         _writer: installed.ok().map(|()| guard),

@@ -50,7 +50,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DPS_ALLOCATOR_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
     /// Log format.
-    #[arg(long, env = "DPS_ALLOCATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    /// Log format [auto: JSON lines when standard output is not a terminal, readable lines on one].
+    #[arg(long, env = "DPS_ALLOCATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
     /// Decision cache entries (0 turns the cache off).
     #[arg(long, env = "DPS_ALLOCATOR_CACHE_CAPACITY", default_value_t = cache::DEFAULT_CAPACITY)]
@@ -268,17 +269,15 @@ fn run_server(
                         .workers(1)
                         .max_connections(256)
                         .listen(l)?;
-                tracing::info!(addr = %at, keyed, "admin listening");
-                Some((admin_server.run(), at))
+                Some((admin_server.run(), at, keyed))
             }
             None => None,
         };
+        // Scripts and tests that start the server on port 0 read the address from these events.
         tracing::info!(%addr, scheme, "listening");
-        // Stable lines for scripts and tests that start the server on port 0: the public address first.
-        println!("dps-allocator listening on {scheme}://{addr}");
         match admin {
-            Some((admin_server, at)) => {
-                println!("dps-allocator admin listening on http://{at}");
+            Some((admin_server, at, keyed)) => {
+                tracing::info!(addr = %at, scheme = "http", keyed, "admin listening");
                 tokio::try_join!(server.run(), admin_server)?;
             }
             None => server.run().await?,

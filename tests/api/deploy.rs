@@ -3,7 +3,6 @@
 //! policy, and (when CI has built it) the Functions zip is laid out for zip deploy and its binary serves.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::process::Command;
 
 use actix_web::test::TestRequest;
@@ -242,14 +241,9 @@ fn the_functions_zip_is_laid_out_for_zip_deploy_and_its_binary_serves() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the packaged binary starts");
-    let mut line = [0u8; 256];
-    let n = child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read(&mut line)
-        .expect("listening line");
-    assert!(String::from_utf8_lossy(&line[..n]).contains(&format!("127.0.0.1:{port}")));
+    let log = std::env::temp_dir().join(format!("dps-package-{}.log", std::process::id()));
+    let (listening, _) = crate::live::read_addresses(child.stdout.take().expect("stdout"), &log, false);
+    assert_eq!(listening, Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let root = get(addr, "/");
     let toaster = std::fs::read_to_string(repo().join("policies/tests/tutorial-toaster.json")).expect("fixture");

@@ -54,20 +54,11 @@ impl Server {
             .stderr(std::fs::File::create(&log).expect("log file"));
         let mut child = cmd.spawn().expect("binary starts");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(stdout);
-        stdout.read_line(&mut line).expect("reads the listening line");
-        let mut admin = None;
-        if args.contains(&"--admin-listen") {
-            let mut second = String::new();
-            stdout.read_line(&mut second).expect("reads the admin listening line");
-            admin = second.trim().rsplit("://").next().and_then(|a| a.parse().ok());
-        }
-        let addr = line.trim().rsplit("://").next().and_then(|a| a.parse().ok());
+        let (addr, admin) = read_addresses(stdout, &log, args.contains(&"--admin-listen"));
         let Some(addr) = addr else {
             let _ = child.kill();
             panic!(
-                "no listening line ({line:?}); log:\n{}",
+                "no listening event; log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         };
@@ -104,6 +95,42 @@ impl Server {
         }
         (code, self.log())
     }
+}
+
+/// The address in a `listening` (or `admin listening`) log event: `{"message":"listening","addr":"…"}`.
+pub fn event_addr(line: &str, message: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["message"] == message).then(|| v["addr"].as_str()?.parse().ok())?
+}
+
+/// Reads a server's standard output (its log, JSON lines) up to its `listening` event (and `admin
+/// listening` when `admin`), appending every line to `log`; a thread goes on copying the rest there.
+pub fn read_addresses(
+    stdout: std::process::ChildStdout,
+    log: &Path,
+    admin: bool,
+) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut lines = BufReader::new(stdout);
+    let (mut public, mut admin_addr) = (None, None);
+    let mut line = String::new();
+    while public.is_none() || (admin && admin_addr.is_none()) {
+        line.clear();
+        if lines.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let _ = out.write_all(line.as_bytes());
+        public = public.or_else(|| event_addr(line.trim(), "listening"));
+        admin_addr = admin_addr.or_else(|| event_addr(line.trim(), "admin listening"));
+    }
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut lines, &mut out);
+    });
+    (public, admin_addr)
 }
 
 fn unique() -> u64 {

@@ -61,22 +61,13 @@ fn without_a_policies_directory_the_embedded_default_serves() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("starts");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("line");
+    let log = empty.join("server.log");
+    let (addr, _) = crate::live::read_addresses(child.stdout.take().expect("stdout"), &log, false);
     let server = Server {
         child,
         admin: None,
-        addr: line
-            .trim()
-            .rsplit("://")
-            .next()
-            .and_then(|a| a.parse().ok())
-            .expect("address"),
-        log: empty.join("none.log"),
+        addr: addr.expect("address"),
+        log,
     };
     let r = post(
         server.addr,
