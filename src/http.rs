@@ -185,28 +185,28 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse {
     res
 }
 
-/// Reads the whole body, refusing more than [`BODY_LIMIT`] bytes without buffering them.
-async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+/// Reads the whole body, refusing more than `limit` bytes without buffering them.
+async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return Err(ApiError::payload_too_large(BODY_LIMIT));
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::payload_too_large(limit));
     }
-    match tokio::time::timeout(BODY_DEADLINE, payload.to_bytes_limited(BODY_LIMIT)).await {
+    match tokio::time::timeout(BODY_DEADLINE, payload.to_bytes_limited(limit)).await {
         Err(_) => Err(ApiError::request_timeout(BODY_DEADLINE.as_secs())),
         Ok(Ok(Ok(bytes))) => Ok(bytes),
         Ok(Ok(Err(_))) => Err(ApiError::bad_request("the request body could not be read")),
-        Ok(Err(_)) => Err(ApiError::payload_too_large(BODY_LIMIT)),
+        Ok(Err(_)) => Err(ApiError::payload_too_large(limit)),
     }
 }
 
 /// Checks the key and reads the body; a refusal is logged and counted here.
 async fn admit(service: &Service, req: &HttpRequest, payload: web::Payload, id: &str) -> Result<web::Bytes, ApiError> {
     let admitted = if key_allows(service, req) {
-        read_body(req, payload).await
+        read_body(req, payload, BODY_LIMIT).await
     } else {
         Err(ApiError::unauthorized())
     };
@@ -316,7 +316,7 @@ async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::P
     let id = id.to_string();
     let started = Instant::now();
     let outcome = async {
-        let raw = read_body(&req, payload).await?;
+        let raw = read_body(&req, payload, envelope::ENVELOPE_LIMIT).await?;
         let incoming = envelope::parse(&raw)?;
         if !(key_allows(&service, &req) || incoming.has_key(&service.keys)) {
             return Err(ApiError::unauthorized());

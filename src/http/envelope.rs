@@ -4,11 +4,27 @@
 //! "body": "<json>"}}, "Logs": [...], "ReturnValue": null}`. The DPS status goes inside
 //! `Outputs.res.statusCode`; the outer status is always 200, because the host turns any non-2xx from the
 //! handler into a 5xx for DPS (which would then retry for minutes).
+//!
+//! Read against the host's code (Azure/azure-functions-host v4: `HttpRequestExtensions.GetRequestAsJObject`,
+//! `HttpScriptInvocationContext`, `DefaultHttpWorkerService`): `Data.req.Body` is the raw body as a string,
+//! absent when the request had no Content-Length; `Data.req.Headers` maps names to arrays of strings;
+//! `Data.req.Query` is an object since PR #6621 (September 2020) and JSON *text* (`"{\"code\":\"…\"}"`,
+//! the docs' example still shows `"Query": "{}"`) before it; `Metadata` repeats the query and each top-level
+//! object of a JSON body, so the envelope is about twice the DPS body. The contract's 128 KiB limit
+//! therefore applies to the DPS body inside ([`DPS_BODY_LIMIT`]), the envelope itself may be up to
+//! [`ENVELOPE_LIMIT`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::answer::ApiError;
+
+/// The largest DPS body inside an envelope: the contract's limit, as on `/api/allocate`.
+pub const DPS_BODY_LIMIT: usize = super::BODY_LIMIT;
+
+/// The largest envelope: a DPS body at the limit, escaped as a JSON string (a byte can take up to six),
+/// plus `Metadata` repeating its top-level objects, plus headers.
+pub const ENVELOPE_LIMIT: usize = 16 * DPS_BODY_LIMIT;
 use crate::server::keys::{ApiKeys, KEY_HEADER, query_code};
 
 /// The parts of the incoming envelope the service reads.
@@ -72,14 +88,18 @@ pub fn parse(bytes: &[u8]) -> Result<Incoming, ApiError> {
         Some(Value::Null) | None => Vec::new(),
         Some(other) => serde_json::to_vec(&other).unwrap_or_default(),
     };
+    if body.len() > DPS_BODY_LIMIT {
+        return Err(ApiError::payload_too_large(DPS_BODY_LIMIT));
+    }
     let mut keys = Vec::new();
+    let code_of = |q: &Map<String, Value>| q.get("code").and_then(Value::as_str).map(str::to_owned);
     match req.query {
-        Some(Value::Object(q)) => {
-            if let Some(code) = q.get("code").and_then(Value::as_str) {
-                keys.push(code.to_owned());
-            }
-        }
-        Some(Value::String(q)) => keys.extend(query_code(q.trim_start_matches('?'))),
+        Some(Value::Object(q)) => keys.extend(code_of(&q)),
+        // Hosts before September 2020 send the query object as JSON text; a URL query string is read too.
+        Some(Value::String(q)) => match serde_json::from_str::<Value>(&q) {
+            Ok(Value::Object(parsed)) => keys.extend(code_of(&parsed)),
+            _ => keys.extend(query_code(q.trim_start_matches('?'))),
+        },
         _ => {}
     }
     for (name, v) in req.headers.iter().flatten() {
@@ -171,6 +191,14 @@ mod tests {
         let env = json!({"Data": {"req": {"Query": "?code=a%2Bb", "Body": {"a": 1}}}});
         let i = parse(env.to_string().as_bytes()).expect("parses");
         assert_eq!((i.body, i.keys), (br#"{"a":1}"#.to_vec(), vec!["a+b".to_owned()]));
+        // Hosts before PR #6621 (and the docs' example): the query object as JSON text.
+        let env = json!({"Data": {"req": {"Query": "{\"code\":\"k+3\"}", "Body": "{}"}}});
+        assert_eq!(
+            parse(env.to_string().as_bytes()).expect("parses").keys,
+            vec!["k+3".to_owned()]
+        );
+        let env = json!({"Data": {"req": {"Query": "{}", "Body": "{}"}}});
+        assert!(parse(env.to_string().as_bytes()).expect("parses").keys.is_empty());
         let keyless = parse(br#"{"Data":{"req":{"Body":"{}"}}}"#).expect("parses");
         assert!(keyless.keys.is_empty() && !keyless.has_key(&ApiKeys::new(["k"])));
     }

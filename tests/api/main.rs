@@ -10,6 +10,7 @@ mod corpus;
 mod deploy;
 mod determinism;
 mod fixtures;
+mod functions;
 mod hardening;
 mod helpers;
 mod live;
