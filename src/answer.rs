@@ -171,7 +171,17 @@ pub fn allocate(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>) -> Answer {
             let decision = engine::decide(&req, rev, geoip);
             answer(&req, &decision, body, rev)
         }
-        Err(e) => Answer::refusal(ApiError::bad_request(e.0)),
+        Err(e) => bad_request(body, e.0),
+    }
+}
+
+/// A body that is no AllocationRequest: 400, with whose request it was as far as the body tells.
+fn bad_request(body: &[u8], message: String) -> Answer {
+    let (registration_id, enrollment) = crate::dps::identity_hint(body);
+    Answer {
+        registration_id,
+        enrollment,
+        ..Answer::refusal(ApiError::bad_request(message))
     }
 }
 
@@ -182,7 +192,7 @@ pub fn explain(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>) -> (Answer, T
             let (decision, trace) = engine::decide_traced(&req, rev, geoip);
             (answer(&req, &decision, body, rev), trace)
         }
-        Err(e) => (Answer::refusal(ApiError::bad_request(e.0)), Trace::default()),
+        Err(e) => (bad_request(body, e.0), Trace::default()),
     }
 }
 

@@ -85,19 +85,78 @@ pub enum Status {
     Error,
 }
 
+/// Parses the command line; on an error, exits as clap does (2, or 0 for `--help`), except that an
+/// invalid value that came from an environment variable is named as that variable: the user never typed
+/// the flag clap would name.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, Parser};
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            if let Some(message) = env_value_error(&e, &Cli::command()) {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+            e.exit()
+        }
+    }
+}
+
+/// The message for an invalid value read from an environment variable, when that is what happened.
+fn env_value_error(e: &clap::Error, cmd: &clap::Command) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return None;
+    }
+    let Some(ContextValue::String(flag)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = flag.split_whitespace().next()?.trim_start_matches("--");
+    let typed = std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if typed {
+        return None;
+    }
+    let commands = std::iter::once(cmd).chain(cmd.get_subcommands());
+    let arg = commands
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long) && a.get_env().is_some())?;
+    let var = arg.get_env()?.to_string_lossy().into_owned();
+    let value = std::env::var(&var).ok()?;
+    let accepted = match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(values)) => format!(" (accepted: {})", values.join(", ")),
+        _ if arg.get_action().takes_values() => String::new(),
+        _ => " (accepted: 1/0, true/false, yes/no, on/off)".to_owned(),
+    };
+    Some(format!("{var}={value:?} is not a valid value for --{long}{accepted}"))
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Status {
     match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Check { dir } => check::check(&policy_dir(dir)),
-        Command::Test { dir, geoip } => match geoip.open() {
-            Ok(db) => check::test(&policy_dir(dir), db.as_ref()),
+        Command::Check { dir } => match existing(policy_dir(dir)) {
+            Ok(dir) => check::check(&dir),
             Err(status) => status,
+        },
+        Command::Test { dir, geoip } => match (existing(policy_dir(dir)), geoip.open()) {
+            (Ok(dir), Ok(db)) => check::test(&dir, db.as_ref()),
+            (Err(status), _) | (_, Err(status)) => status,
         },
         Command::Explain(args) => explain::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Schema => schema(),
         Command::Healthcheck(args) => healthcheck::run(args),
+    }
+}
+
+/// The directory when it exists; else one line on stderr and exit status 2.
+fn existing(dir: PathBuf) -> Result<PathBuf, Status> {
+    match PolicySource::Dir(dir.clone()).check_exists() {
+        Ok(()) => Ok(dir),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(Status::Error)
+        }
     }
 }
 

@@ -314,6 +314,46 @@ fn strip_position(msg: &str) -> &str {
     msg.rfind(" at line ").map_or(msg, |i| &msg[..i])
 }
 
+/// Who a refused request was about, as far as the body tells: the registration id (only when it follows
+/// DPS's rule, so it is safe in a log line) and the enrollment group id or `individual`. For the log line
+/// of a 400: the reason is in the message, these say whose request it was.
+pub fn identity_hint(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(Deserialize)]
+    struct Hint {
+        #[serde(rename = "deviceRuntimeContext")]
+        ctx: Option<HintCtx>,
+        #[serde(rename = "enrollmentGroup")]
+        group: Option<HintGroup>,
+        #[serde(rename = "individualEnrollment")]
+        individual: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    struct HintCtx {
+        #[serde(rename = "registrationId")]
+        registration_id: Option<serde_json::Value>,
+    }
+    #[derive(Deserialize)]
+    struct HintGroup {
+        #[serde(rename = "enrollmentGroupId")]
+        id: Option<serde_json::Value>,
+    }
+    let safe = |v: &serde_json::Value| {
+        v.as_str()
+            .filter(|s| !s.is_empty() && s.len() <= REGISTRATION_ID_MAX && s.bytes().all(registration_id_byte))
+            .map(str::to_owned)
+    };
+    let Ok(hint) = serde_json::from_slice::<Hint>(body) else {
+        return (None, None);
+    };
+    let id = hint.ctx.and_then(|c| c.registration_id).as_ref().and_then(safe);
+    let enrollment = match (hint.group, hint.individual) {
+        (Some(g), _) => g.id.as_ref().and_then(safe),
+        (None, Some(_)) => Some("individual".to_owned()),
+        (None, None) => None,
+    };
+    (id, enrollment)
+}
+
 /// DPS's limit on a registration id.
 pub const REGISTRATION_ID_MAX: usize = 128;
 /// Linked hubs accepted in one request (DPS links at most 50; the headroom is for a future raise).
@@ -443,6 +483,19 @@ pub struct AllocationResponse<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_body_still_says_whose_it_was_when_it_can_safely() {
+        let hint = identity_hint(
+            br#"{"deviceRuntimeContext":{"registrationId":"d-1","payload":7},"enrollmentGroup":{"enrollmentGroupId":"g"}}"#,
+        );
+        assert_eq!(hint, (Some("d-1".to_owned()), Some("g".to_owned())));
+        let unsafe_id = identity_hint(
+            br#"{"deviceRuntimeContext":{"registrationId":"a\n{\"forged\":1}"},"individualEnrollment":{}}"#,
+        );
+        assert_eq!(unsafe_id, (None, Some("individual".to_owned())));
+        assert_eq!(identity_hint(b"not json"), (None, None));
+    }
 
     fn parse(s: &str) -> Result<AllocationRequest<'_>, String> {
         AllocationRequest::parse(s.as_bytes()).map_err(|e| e.0)

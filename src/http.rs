@@ -210,7 +210,7 @@ async fn admit(service: &Service, req: &HttpRequest, payload: web::Payload, id: 
     } else {
         Err(ApiError::unauthorized())
     };
-    admitted.inspect_err(|e| events::refused(id, e.code(), e.status(), &service.metrics))
+    admitted.inspect_err(|e| events::refused(id, e.code(), e.status(), &e.message, &service.metrics))
 }
 
 /// Whether the request's `x-functions-key` header or `?code=` carries a valid key (or none is needed).
@@ -223,7 +223,7 @@ fn key_allows(service: &Service, req: &HttpRequest) -> bool {
 fn active(service: &Service, id: &str) -> Result<Arc<Revision>, ApiError> {
     service.policy.active().ok_or_else(|| {
         let e = ApiError::not_ready();
-        events::refused(id, e.code(), e.status(), &service.metrics);
+        events::refused(id, e.code(), e.status(), &e.message, &service.metrics);
         e
     })
 }
@@ -338,7 +338,7 @@ async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::P
         }
         Err(e) => {
             if e.code != ErrorCode::NotReady {
-                events::refused(&id, e.code(), e.status(), &service.metrics);
+                events::refused(&id, e.code(), e.status(), &e.message, &service.metrics);
             }
             let line = format!("dps-allocator: {} {}: {}", e.status(), e.code(), e.message);
             (e.status(), web::Bytes::from(e.body()), line)

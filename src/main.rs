@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use dps_allocator::cli::{self, Cli, Status};
+use dps_allocator::cli::{self, Status};
 
 fn main() -> ExitCode {
     // Panics are caught where they can happen on input (the policy compiler, the reloader) and become
@@ -22,7 +21,7 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         eprintln!("internal error{at}: {message} (please report it)");
     }));
-    let cli = Cli::parse();
+    let cli = cli::parse();
     match cli::run(cli) {
         Status::Ok => ExitCode::SUCCESS,
         Status::Failed => ExitCode::from(1),

@@ -33,6 +33,10 @@ pub fn run(args: ExplainArgs) -> Status {
         Err(status) => return status,
     };
     let source = PolicySource::resolve(args.policies);
+    if let Err(e) = source.check_exists() {
+        eprintln!("error: {e}");
+        return Status::Error;
+    }
     let rev = match source.load() {
         Ok(r) => r,
         Err(errors) => {

@@ -47,7 +47,7 @@ pub struct ServeArgs {
     pub api_keys: Vec<String>,
     /// Serve a non-loopback address without API keys; with --admin-listen, serve the admin listener without
     /// asking for keys (a cluster-internal port that something else protects).
-    #[arg(long, env = "DPS_ALLOCATOR_ALLOW_UNAUTHENTICATED")]
+    #[arg(long, env = "DPS_ALLOCATOR_ALLOW_UNAUTHENTICATED", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_unauthenticated: bool,
     /// Log format.
     /// Log format [auto: JSON lines when standard output is not a terminal, readable lines on one].
@@ -60,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DPS_ALLOCATOR_CACHE_TTL", default_value_t = cache::DEFAULT_TTL_SECS)]
     pub cache_ttl: u64,
     /// Do not watch the policy directory (SIGHUP still reloads it).
-    #[arg(long, env = "DPS_ALLOCATOR_NO_WATCH")]
+    #[arg(long, env = "DPS_ALLOCATOR_NO_WATCH", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_watch: bool,
     /// PEM certificate chain: serve HTTPS (with --tls-key).
     #[arg(long, env = "DPS_ALLOCATOR_TLS_CERT", requires = "tls_key")]
@@ -157,6 +157,7 @@ fn start(args: ServeArgs) -> Result<Status, String> {
         _ => None,
     };
     let source = PolicySource::resolve(args.policies.clone());
+    source.check_exists()?;
     if let Some(db) = &geoip {
         tracing::info!(path = %db.path().display(), kind = db.database_type(), built = %db.build_date(), "GeoIP database opened");
     }

@@ -83,6 +83,7 @@ pub fn run(args: SimulateArgs) -> Status {
 }
 
 fn load(source: &PolicySource) -> Result<crate::policy::Revision, String> {
+    source.check_exists()?;
     source
         .load()
         .map_err(|e| format!("{e}\nthe policy in {} does not load", source.describe()))

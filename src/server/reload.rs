@@ -59,6 +59,18 @@ impl PolicySource {
         }
     }
 
+    /// Checks that a directory source is a directory: a path that does not exist is a mistake in a path
+    /// (exit 2 at start-up), not a policy that fails to load (which `serve` waits out answering 503).
+    pub fn check_exists(&self) -> Result<(), String> {
+        match self {
+            PolicySource::Dir(d) if !d.exists() => Err(format!("policy directory `{}` does not exist", d.display())),
+            PolicySource::Dir(d) if !d.is_dir() => {
+                Err(format!("policy directory `{}` is not a directory", d.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Loads and compiles the policy.
     pub fn load(&self) -> Result<Revision, PolicyErrors> {
         match self {

@@ -57,6 +57,18 @@ impl fmt::Display for Reasons<'_> {
     }
 }
 
+/// The reasons of a decision, else the message of a refusal.
+struct OrElse<'a>(Reasons<'a>, Option<&'a str>);
+
+impl fmt::Display for OrElse<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(message) => f.write_str(message),
+            None => self.0.fmt(f),
+        }
+    }
+}
+
 impl DecisionEvent<'_> {
     /// Logs the decision and counts it.
     pub fn emit(&self, m: &Metrics) {
@@ -67,6 +79,11 @@ impl DecisionEvent<'_> {
         let strategy = s.and_then(|s| s.strategy);
         let sticky = s.is_some_and(|s| s.sticky);
         let reasons = Reasons(s.map_or(&[][..], |s| &s.reasons));
+        // A refused request has no decision: its reason is the error's message.
+        let refusal = s
+            .is_none()
+            .then(|| a.error.as_ref().map(|e| e.message.as_str()))
+            .flatten();
         let error_code = a.error.as_ref().map(|e| e.code());
         tracing::info!(
             target: "decision",
@@ -80,7 +97,7 @@ impl DecisionEvent<'_> {
             strategy = strategy.unwrap_or(""),
             hub = a.hub().unwrap_or(""),
             sticky,
-            reasons = %reasons,
+            reasons = %OrElse(reasons, refusal),
             error = error_code.unwrap_or(""),
             revision = self.revision,
             cache = self.cache.as_str(),
@@ -108,8 +125,8 @@ impl DecisionEvent<'_> {
     }
 }
 
-/// A request refused before any decision (401, 413, 503, 400 before parsing): logged and counted.
-pub fn refused(request_id: &str, code: &str, status: u16, m: &Metrics) {
-    tracing::info!(target: "decision", request_id, status, outcome = code, "refused");
+/// A request refused before its body was read (401, 408, 413, 503): logged with the reason, and counted.
+pub fn refused(request_id: &str, code: &str, status: u16, reason: &str, m: &Metrics) {
+    tracing::info!(target: "decision", request_id, status, outcome = code, reasons = reason, "refused");
     m.requests.with_label_values(&[code]).inc();
 }

@@ -130,6 +130,10 @@ fn under_the_functions_port_the_log_is_json_on_stdout_and_stderr_stays_empty() {
         post(addr, "/api/allocate", &request["request"].to_string(), "").status,
         200
     );
+    // A refused request's line says why, and whose request it was as far as the body got.
+    let bad =
+        r#"{"enrollmentGroup":{"enrollmentGroupId":"grp-1"},"deviceRuntimeContext":{"registrationId":"dev-400"}}"#;
+    assert_eq!(post(addr, "/api/allocate", bad, "").status, 400);
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let mut rest = String::new();
     let _ = stdout.read_to_string(&mut rest);
@@ -153,6 +157,16 @@ fn under_the_functions_port_the_log_is_json_on_stdout_and_stderr_stays_empty() {
     assert!(
         !lines.iter().any(|l| l.contains('\u{1b}')),
         "terminal escapes in a log file"
+    );
+    let refused = events
+        .iter()
+        .find(|e| e["target"] == "decision" && e["status"] == 400)
+        .expect("the 400 is logged");
+    assert_eq!(refused["registration_id"], "dev-400", "{refused}");
+    assert_eq!(refused["enrollment"], "grp-1", "{refused}");
+    assert!(
+        refused["reasons"].as_str().unwrap_or("").contains("linkedHubs"),
+        "{refused}"
     );
 }
 

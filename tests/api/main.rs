@@ -15,6 +15,7 @@ mod hardening;
 mod helpers;
 mod live;
 mod operations;
+mod operator;
 mod properties;
 mod reload;
 mod shutdown;
