@@ -17,6 +17,7 @@ mod live;
 mod operations;
 mod operator;
 mod properties;
+mod readme;
 mod reload;
 mod shutdown;
 mod simulate;
