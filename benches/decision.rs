@@ -51,6 +51,7 @@ fn geo_db(cache: u64) -> GeoIp {
                 accuracy_km: 50,
                 city: String::new(),
                 country: String::new(),
+                continent: String::new(),
             }
         })
         .collect();

@@ -29,9 +29,9 @@ use crate::policy::template::{Budget, Exhausted, ValueTemplate, Vars};
 use crate::policy::{
     Action, Fallback, GeoSettings, HubState, Revision, Rule, Selector, Strategy, StrategyName, UnknownLinkedHubs,
 };
-use locate::{LocationSource, Unknown};
+use locate::{LazyPlace, LocationSource, Unknown};
 use rendezvous::Entrant;
-pub use trace::{CandidateTrace, LocationTrace, NoTrace, Recorder, RuleTrace, Trace};
+pub use trace::{CandidateTrace, LocationTrace, NoTrace, PlaceTrace, Recorder, RuleTrace, Trace};
 
 /// IoT Hub's limit on twin tags, in bytes of JSON.
 pub const TWIN_TAGS_LIMIT: usize = 8 * 1024;
@@ -219,7 +219,8 @@ pub fn decide_with<R: Recorder>(
 ) -> Decision {
     let reg_lower = ascii_lower(req.registration_id.as_str());
     let current_lower = req.current_hub.as_ref().map(|h| ascii_lower(h.as_str()));
-    let (facts, tenant) = subject(req, rev, &reg_lower, current_lower.as_deref(), rec);
+    let place = LazyPlace::new(req.payload.as_ref(), &rev.settings.geo, geoip);
+    let (facts, tenant) = subject(req, rev, &reg_lower, current_lower.as_deref(), &place, rec);
     let mut reasons = Vec::with_capacity(4);
     let decision = |rule, outcome, reasons| Decision {
         outcome,
@@ -228,7 +229,13 @@ pub fn decide_with<R: Recorder>(
         reasons,
     };
 
-    let Some(rule_index) = match_rule(rev, &facts, &mut reasons, rec) else {
+    let matched = match_rule(rev, &facts, &mut reasons, rec);
+    if R::ON
+        && let Some(p) = place.computed()
+    {
+        rec.place(PlaceTrace::new(p, &rev.fences));
+    }
+    let Some(rule_index) = matched else {
         return decision(None, Outcome::NoEligibleHub, reasons);
     };
     let rule = &rev.rules[rule_index];
@@ -284,6 +291,7 @@ fn subject<'f, R: Recorder>(
     rev: &'f Revision,
     reg_lower: &'f str,
     current_lower: Option<&'f str>,
+    place: &'f LazyPlace<'f>,
     rec: &mut R,
 ) -> (Facts<'f>, Option<usize>) {
     let mut facts = Facts {
@@ -297,6 +305,7 @@ fn subject<'f, R: Recorder>(
         tenant: None,
         payload: req.payload.as_ref(),
         x509: req.x509.as_ref(),
+        whereabouts: Some(place),
     };
     let tenant = rev.tenants.iter().position(|t| t.when.holds(&facts));
     facts.tenant = tenant.map(|t| rev.tenants[t].id.as_str());

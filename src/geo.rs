@@ -3,13 +3,16 @@
 //! [`geoip`] opens and checks a MaxMind City database and looks IPs up through a cache that belongs to
 //! that database (so a new database can never be answered from an old one's cache). [`regions`] is the
 //! built-in table of Azure regions and their coordinates. [`LatLon`] is a point, and
-//! [`distance_km`] is the great-circle distance the geo-latency strategy ranks hubs by. [`mmdb`] writes
+//! [`distance_km`] is the great-circle distance the geo-latency strategy ranks hubs by. [`fence`] holds the
+//! GeoJSON areas `location = { within = ... }` conditions test points against. [`mmdb`] writes
 //! small MaxMind databases for tests, benchmarks and demos.
 
+pub mod fence;
 pub mod geoip;
 pub mod mmdb;
 pub mod regions;
 
+pub use fence::{Fence, FenceError};
 pub use geoip::{GeoIp, GeoIpError, GeoIpStats, IpLookup};
 
 /// Coordinates in degrees.
@@ -21,16 +24,11 @@ pub struct LatLon {
     pub lon: f64,
 }
 
-/// The Earth's mean radius (IUGG), in kilometres.
-pub const EARTH_MEAN_RADIUS_KM: f64 = 6371.0088;
-
-/// Great-circle (haversine) distance in kilometres, on a sphere of the Earth's mean radius.
+/// Great-circle (haversine) distance in kilometres: the `geo` crate's `Haversine`, on a sphere of the
+/// Earth's mean radius (IUGG, 6,371.0088 km).
 pub fn distance_km(a: LatLon, b: LatLon) -> f64 {
-    let (lat1, lat2) = (a.lat.to_radians(), b.lat.to_radians());
-    let half_dlat = (b.lat - a.lat).to_radians() / 2.0;
-    let half_dlon = (b.lon - a.lon).to_radians() / 2.0;
-    let h = half_dlat.sin().powi(2) + lat1.cos() * lat2.cos() * half_dlon.sin().powi(2);
-    2.0 * EARTH_MEAN_RADIUS_KM * h.sqrt().min(1.0).asin()
+    use geo::{Distance, Haversine, Point};
+    Haversine.distance(Point::new(a.lon, a.lat), Point::new(b.lon, b.lat)) / 1000.0
 }
 
 #[cfg(test)]

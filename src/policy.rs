@@ -48,6 +48,8 @@ pub struct Revision {
     pub default_rule: Option<usize>,
     /// The files the revision was built from.
     pub files: Vec<Arc<str>>,
+    /// The fence files its rules name (`location.within`), each once.
+    pub fences: Vec<Arc<crate::geo::Fence>>,
 }
 
 impl Revision {
@@ -118,6 +120,10 @@ pub struct GeoSettings {
     pub ip_path: JsonPath,
     /// Payload path of an Azure region name.
     pub region_path: JsonPath,
+    /// Payload path of a country code.
+    pub country_path: JsonPath,
+    /// Payload path of a continent code.
+    pub continent_path: JsonPath,
 }
 
 /// One hub of the catalogue.

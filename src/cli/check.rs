@@ -32,14 +32,24 @@ pub fn check(dir: &Path) -> Status {
 }
 
 fn describe(rev: &Revision, dir: &Path) -> String {
-    format!(
+    let mut out = format!(
         "ok: {}: revision {}: {} hub(s), {} tenant(s), {} rule(s)",
         dir.display(),
         rev.id,
         rev.hubs.len(),
         rev.tenants.len(),
         rev.rules.len()
-    )
+    );
+    if !rev.fences.is_empty() {
+        out.push_str(&format!(", {} fence(s)", rev.fences.len()));
+    }
+    for f in &rev.fences {
+        out.push_str(&format!(
+            "\n  fence {}: {} polygon(s), {} vertices",
+            f.name, f.polygons, f.vertices
+        ));
+    }
+    out
 }
 
 /// `dps-allocator test DIR [--geoip FILE]`.

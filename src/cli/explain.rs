@@ -102,6 +102,26 @@ pub fn render_text(r: &ExplainReport<'_>, source: &str) -> String {
             }
         }
     }
+    if let Some(p) = &r.trace.place {
+        let mut facts = Vec::new();
+        for (name, code, source) in [
+            ("country", &p.country, p.country_source),
+            ("continent", &p.continent, p.continent_source),
+        ] {
+            match (code, source) {
+                (Some(c), Some(s)) => facts.push(format!("{name} {c} ({})", s.as_str())),
+                _ => facts.push(format!("{name} unknown")),
+            }
+        }
+        match (p.location.source, p.location.lat, p.location.lon) {
+            (Some(src), Some(lat), Some(lon)) => facts.push(format!("at {lat:.4}, {lon:.4} ({})", src.as_str())),
+            _ => facts.push("coordinates unknown".to_owned()),
+        }
+        let _ = writeln!(out, "place     {}", facts.join(", "));
+        if !p.within.is_empty() {
+            let _ = writeln!(out, "  within {}", p.within.join(", "));
+        }
+    }
     if let Some(d) = &r.trace.default_rule {
         let _ = writeln!(out, "  = {d:<24} default_rule (no rule matched)");
     }

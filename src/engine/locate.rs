@@ -9,8 +9,10 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::geo::geoip::Code;
 use crate::geo::{GeoIp, IpLookup, LatLon, regions};
 use crate::policy::GeoSettings;
+use crate::policy::condition::Whereabouts;
 
 /// Where a location came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,7 +129,9 @@ pub fn locate(payload: Option<&Value>, geo: &GeoSettings, geoip: Option<&GeoIp>)
                 None => out.misses.push(Unknown::NoGeoIpDatabase),
                 Some(IpLookup::NotFound) => out.misses.push(Unknown::IpNotFound),
                 Some(IpLookup::Error) => out.misses.push(Unknown::GeoIpError),
-                Some(IpLookup::Found { lat, lon, accuracy_km }) => {
+                Some(IpLookup::Found {
+                    lat, lon, accuracy_km, ..
+                }) => {
                     if accuracy_km.is_some_and(|a| f64::from(a) > geo.max_accuracy_km) {
                         out.misses.push(Unknown::LowAccuracy);
                     } else {
@@ -159,6 +163,151 @@ pub fn locate(payload: Option<&Value>, geo: &GeoSettings, geoip: Option<&GeoIp>)
     out
 }
 
+/// Where a country or continent code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FactSource {
+    /// The device's payload (`country_path`, `continent_path`).
+    Payload,
+    /// The GeoIP record of the payload's IP.
+    Ip,
+}
+
+impl FactSource {
+    /// The name in traces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactSource::Payload => "payload",
+            FactSource::Ip => "ip",
+        }
+    }
+}
+
+/// A two-letter code, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CodeFact {
+    /// The code, upper case.
+    pub code: Code,
+    /// The same, lower case (what conditions compare).
+    lower: [u8; 2],
+    /// Its source.
+    pub source: FactSource,
+}
+
+impl CodeFact {
+    fn new(code: Code, source: FactSource) -> Self {
+        let b = code.as_str().as_bytes();
+        let lower = match b {
+            [x, y] => [x.to_ascii_lowercase(), y.to_ascii_lowercase()],
+            _ => [b'?', b'?'],
+        };
+        CodeFact { code, lower, source }
+    }
+
+    fn lower(&self) -> &str {
+        std::str::from_utf8(&self.lower).unwrap_or("")
+    }
+}
+
+/// Where a device is, for `location` conditions: its location (the same chain as geo-latency, with the
+/// revision's geo settings), its country and its continent (the payload's own, else the GeoIP record of its
+/// IP, whatever the record's accuracy radius: a country is right far more often than a point).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Place {
+    /// The location.
+    pub located: Located,
+    /// The country.
+    pub country: Option<CodeFact>,
+    /// The continent.
+    pub continent: Option<CodeFact>,
+}
+
+/// Works out where a device is.
+pub fn place(payload: Option<&Value>, geo: &GeoSettings, geoip: Option<&GeoIp>) -> Place {
+    let located = locate(payload, geo, geoip);
+    let Some(payload) = payload else {
+        return Place {
+            located,
+            ..Place::default()
+        };
+    };
+    let reported = |path: &crate::policy::condition::JsonPath| {
+        path.lookup(payload)
+            .and_then(Value::as_str)
+            .and_then(|s| Code::new(s.trim()))
+            .map(|c| CodeFact::new(c, FactSource::Payload))
+    };
+    let mut country = reported(&geo.country_path);
+    let mut continent = reported(&geo.continent_path);
+    if country.is_none() || continent.is_none() {
+        let ip = geo
+            .ip_path
+            .lookup(payload)
+            .and_then(Value::as_str)
+            .and_then(|s| s.trim().parse::<IpAddr>().ok());
+        if let (Some(ip), Some(db)) = (ip, geoip)
+            && let IpLookup::Found {
+                country: c,
+                continent: k,
+                ..
+            } = db.lookup(ip)
+        {
+            country = country.or(c.map(|c| CodeFact::new(c, FactSource::Ip)));
+            continent = continent.or(k.map(|k| CodeFact::new(k, FactSource::Ip)));
+        }
+    }
+    Place {
+        located,
+        country,
+        continent,
+    }
+}
+
+/// [`place`], worked out the first time a condition asks: requests that no location condition looks at
+/// never pay for it.
+#[derive(Debug)]
+pub struct LazyPlace<'a> {
+    payload: Option<&'a Value>,
+    geo: &'a GeoSettings,
+    geoip: Option<&'a GeoIp>,
+    cell: std::cell::OnceCell<Place>,
+}
+
+impl<'a> LazyPlace<'a> {
+    /// Nothing worked out yet.
+    pub fn new(payload: Option<&'a Value>, geo: &'a GeoSettings, geoip: Option<&'a GeoIp>) -> Self {
+        LazyPlace {
+            payload,
+            geo,
+            geoip,
+            cell: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The place, when a condition asked for it.
+    pub fn computed(&self) -> Option<&Place> {
+        self.cell.get()
+    }
+
+    fn get(&self) -> &Place {
+        self.cell.get_or_init(|| place(self.payload, self.geo, self.geoip))
+    }
+}
+
+impl Whereabouts for LazyPlace<'_> {
+    fn country(&self) -> Option<&str> {
+        self.get().country.as_ref().map(CodeFact::lower)
+    }
+
+    fn continent(&self) -> Option<&str> {
+        self.get().continent.as_ref().map(CodeFact::lower)
+    }
+
+    fn point(&self) -> Option<LatLon> {
+        self.get().located.location.map(|l| l.point)
+    }
+}
+
 /// A coordinate: a JSON number, or a string holding one.
 fn number(v: &Value) -> Option<f64> {
     let x = match v {
@@ -184,6 +333,8 @@ mod tests {
             lon_path: JsonPath::builtin("location.lon"),
             ip_path: JsonPath::builtin("ip"),
             region_path: JsonPath::builtin("region"),
+            country_path: JsonPath::builtin("country"),
+            continent_path: JsonPath::builtin("continent"),
         }
     }
 

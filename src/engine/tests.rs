@@ -444,6 +444,7 @@ sticky = false
             accuracy_km: 5,
             city: "Amsterdam".into(),
             country: "NL".into(),
+            continent: "EU".into(),
         }];
         let path = std::env::temp_dir().join(format!("dps-engine-geo-{}.mmdb", std::process::id()));
         std::fs::write(&path, write_city_db(&records, "T-City", 0).expect("db")).expect("write");
@@ -603,7 +604,8 @@ mod rule_index {
                 let bytes = serde_json::to_vec(&body).expect("json");
                 let req = AllocationRequest::parse(&bytes).expect("valid");
                 let reg_lower = ascii_lower(req.registration_id.as_str());
-                let (facts, _) = subject(&req, &rev, &reg_lower, None, &mut NoTrace);
+                let place = LazyPlace::new(None, &rev.settings.geo, None);
+                let (facts, _) = subject(&req, &rev, &reg_lower, None, &place, &mut NoTrace);
                 prop_assert_eq!(first_match(&rev, &facts), first_match_scan(&rev, &facts));
                 let (traced, _) = decide_traced(&req, &rev, None);
                 prop_assert_eq!(decide(&req, &rev, None), traced);

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::locate::{Located, LocationSource, Unknown};
+use super::locate::{FactSource, Located, LocationSource, Place, Unknown};
 use crate::dps::AllocationRequest;
 use crate::policy::condition::Facts;
 use crate::policy::{HubState, Revision};
@@ -30,6 +30,8 @@ pub trait Recorder {
     fn distance(&mut self, _linked_index: usize, _km: f64) {}
     /// Where geo-latency located the device.
     fn location(&mut self, _location: LocationTrace) {}
+    /// Where `location` conditions saw the device.
+    fn place(&mut self, _place: PlaceTrace) {}
 }
 
 /// Records nothing: the request path.
@@ -83,6 +85,10 @@ impl Recorder for Trace {
     fn location(&mut self, location: LocationTrace) {
         self.location = Some(location);
     }
+
+    fn place(&mut self, place: PlaceTrace) {
+        self.place = Some(place);
+    }
 }
 
 /// What the engine did, step by step.
@@ -100,6 +106,51 @@ pub struct Trace {
     /// Where geo-latency located the device.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<LocationTrace>,
+    /// Where `location` conditions saw the device, when a rule or tenant had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub place: Option<PlaceTrace>,
+}
+
+/// The facts `location` conditions used: country and continent with their sources, the location, and
+/// which of the revision's fences hold it.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PlaceTrace {
+    /// ISO 3166-1 alpha-2 code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Where it came from (`payload`, `ip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub country_source: Option<FactSource>,
+    /// Continent code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continent: Option<String>,
+    /// Where it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub continent_source: Option<FactSource>,
+    /// The location.
+    pub location: LocationTrace,
+    /// The fences (of those the policy names) that hold the location.
+    pub within: Vec<String>,
+}
+
+impl PlaceTrace {
+    pub(super) fn new(p: &Place, fences: &[std::sync::Arc<crate::geo::Fence>]) -> Self {
+        let point = p.located.location.map(|l| l.point);
+        PlaceTrace {
+            country: p.country.map(|c| c.code.as_str().to_owned()),
+            country_source: p.country.map(|c| c.source),
+            continent: p.continent.map(|c| c.code.as_str().to_owned()),
+            continent_source: p.continent.map(|c| c.source),
+            location: LocationTrace::new(&p.located),
+            within: fences
+                .iter()
+                .filter(|f| point.is_some_and(|at| f.contains(at)))
+                .map(|f| f.name.clone())
+                .collect(),
+        }
+    }
 }
 
 /// The device's location as geo-latency saw it.

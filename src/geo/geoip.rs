@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use maxminddb::{PathElement, Reader};
+use maxminddb::Reader;
 use serde::Deserialize;
 
 /// Entries in the lookup cache.
@@ -52,6 +52,27 @@ impl std::fmt::Debug for GeoIp {
     }
 }
 
+/// A two-letter code (ISO 3166-1 alpha-2 country, or MaxMind's continent code), upper case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Code([u8; 2]);
+
+impl Code {
+    /// The code, when `s` is two ASCII letters.
+    pub fn new(s: &str) -> Option<Code> {
+        match s.as_bytes() {
+            &[a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(Code([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum IpLookup {
@@ -63,6 +84,10 @@ pub enum IpLookup {
         lon: f64,
         /// MaxMind's accuracy radius in km (67 % confidence), when given.
         accuracy_km: Option<u16>,
+        /// The country's ISO code (`country.iso_code`), when given.
+        country: Option<Code>,
+        /// The continent code (`continent.code`), when given.
+        continent: Option<Code>,
     },
     /// The database has no location for this address.
     NotFound,
@@ -84,11 +109,31 @@ pub enum GeoIpError {
     WrongType(PathBuf, String),
 }
 
+/// The parts of a City record the service reads.
+#[derive(Deserialize)]
+struct CityRecord<'a> {
+    location: Option<Location>,
+    #[serde(borrow)]
+    country: Option<CountryRecord<'a>>,
+    #[serde(borrow)]
+    continent: Option<ContinentRecord<'a>>,
+}
+
 #[derive(Deserialize)]
 struct Location {
     latitude: Option<f64>,
     longitude: Option<f64>,
     accuracy_radius: Option<u16>,
+}
+
+#[derive(Deserialize)]
+struct CountryRecord<'a> {
+    iso_code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct ContinentRecord<'a> {
+    code: Option<&'a str>,
 }
 
 impl GeoIp {
@@ -186,15 +231,22 @@ impl GeoIp {
         let Ok(result) = self.reader.lookup(ip) else {
             return IpLookup::Error;
         };
-        match result.decode_path::<Location>(&[PathElement::Key("location")]) {
-            Ok(Some(Location {
-                latitude: Some(lat),
-                longitude: Some(lon),
-                accuracy_radius,
+        match result.decode::<CityRecord<'_>>() {
+            Ok(Some(CityRecord {
+                location:
+                    Some(Location {
+                        latitude: Some(lat),
+                        longitude: Some(lon),
+                        accuracy_radius,
+                    }),
+                country,
+                continent,
             })) => IpLookup::Found {
                 lat,
                 lon,
                 accuracy_km: accuracy_radius,
+                country: country.and_then(|c| c.iso_code).and_then(Code::new),
+                continent: continent.and_then(|c| c.code).and_then(Code::new),
             },
             Ok(_) => IpLookup::NotFound,
             Err(_) => IpLookup::Error,
@@ -233,6 +285,7 @@ mod tests {
             accuracy_km: 20,
             city: "Amsterdam".into(),
             country: "NL".into(),
+            continent: "EU".into(),
         }]
     }
 
@@ -249,6 +302,8 @@ mod tests {
             lat: 52.37,
             lon: 4.89,
             accuracy_km: Some(20),
+            country: Code::new("NL"),
+            continent: Code::new("EU"),
         };
         assert_eq!(db.lookup(ip), want);
         assert_eq!(db.lookup(ip), want);

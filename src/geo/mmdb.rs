@@ -28,6 +28,9 @@ pub struct NetworkRecord {
     /// ISO country code.
     #[serde(default)]
     pub country: String,
+    /// Continent code (`EU`, `NA`, `AS`, …).
+    #[serde(default)]
+    pub continent: String,
 }
 
 /// Why a database could not be written.
@@ -191,13 +194,19 @@ fn entry_u(out: &mut Vec<u8>, k: &str, v: u64, kind: u8) {
 }
 
 fn encode_record(out: &mut Vec<u8>, r: &NetworkRecord) {
-    map_header(out, 3);
+    map_header(out, if r.continent.is_empty() { 3 } else { 4 });
     key(out, "city");
     map_header(out, 1);
     key(out, "names");
     map_header(out, 1);
     key(out, "en");
     string(out, &r.city);
+    if !r.continent.is_empty() {
+        key(out, "continent");
+        map_header(out, 1);
+        key(out, "code");
+        string(out, &r.continent);
+    }
     key(out, "country");
     map_header(out, 1);
     key(out, "iso_code");
@@ -223,6 +232,7 @@ mod tests {
             accuracy_km,
             city: "c".into(),
             country: "XX".into(),
+            continent: String::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -16,14 +17,14 @@ use toml::de::{DeTable, ValueDeserializer};
 use super::condition::{Cond, JsonPath, REGEX_SIZE_LIMIT, StrCond, StrOp, ValueCond, When};
 use super::raw::{
     HubState, RawGeo, RawHub, RawReject, RawRule, RawSelector, RawSettings, RawStrOps, RawTenant, RawTwin, RawWhen,
-    StrCondRaw, StrategyName, ValueCondRaw,
+    RawWhere, StrCondRaw, StrategyName, ValueCondRaw,
 };
 use super::template::{StrTemplate, ValueTemplate, Var, any_var};
 use super::{
     Action, Fallback, GeoSettings, Hub, Location, PolicyError, PolicyErrors, Rejection, Revision, Rule, Selector,
     Settings, Source, Strategy, Tenant, TwinTemplate,
 };
-use crate::geo::{LatLon, regions};
+use crate::geo::{Fence, LatLon, regions};
 use crate::hashing::SeedKey;
 
 /// The seed used when `settings.hash_seed` is not given.
@@ -39,6 +40,25 @@ struct Item<T> {
 struct Ctx<'s> {
     sources: &'s [Source],
     errors: Vec<PolicyError>,
+    fence_files: &'s dyn FenceFiles,
+    /// Fences read so far, by path; their texts go into the revision id.
+    fences: Vec<(String, String, Arc<Fence>)>,
+}
+
+/// Where `within` fence files come from: the policy directory, or nowhere (a policy compiled from
+/// sources alone can name no fence).
+pub trait FenceFiles {
+    /// The text of the file at this path relative to the policy directory; the error says why not.
+    fn read(&self, path: &str) -> Result<String, String>;
+}
+
+/// No fence files.
+pub struct NoFences;
+
+impl FenceFiles for NoFences {
+    fn read(&self, _: &str) -> Result<String, String> {
+        Err("fence files are read from a policy directory; this policy has none".to_owned())
+    }
 }
 
 impl Ctx<'_> {
@@ -80,25 +100,34 @@ struct Parsed {
 /// A panic inside the compiler (a bug, or a library's on some input) is caught here and reported as a
 /// policy error: no policy file can take `check`, `serve` or the reloader down.
 pub fn compile(sources: Vec<Source>) -> Result<Revision, PolicyErrors> {
-    let names: Vec<String> = sources.iter().map(|s| s.name.to_string()).collect();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile_unguarded(sources))).unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        let why: String = why.chars().take(200).collect();
-        Err(PolicyErrors::single(format!(
-            "{}: internal error while compiling the policy ({why}); please report it",
-            names.join(", ")
-        )))
-    })
+    compile_with(sources, &NoFences)
 }
 
-fn compile_unguarded(sources: Vec<Source>) -> Result<Revision, PolicyErrors> {
+/// [`compile`], reading the fence files rules name through `fences`.
+pub fn compile_with(sources: Vec<Source>, fences: &dyn FenceFiles) -> Result<Revision, PolicyErrors> {
+    let names: Vec<String> = sources.iter().map(|s| s.name.to_string()).collect();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile_unguarded(sources, fences))).unwrap_or_else(
+        |panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let why: String = why.chars().take(200).collect();
+            Err(PolicyErrors::single(format!(
+                "{}: internal error while compiling the policy ({why}); please report it",
+                names.join(", ")
+            )))
+        },
+    )
+}
+
+fn compile_unguarded(sources: Vec<Source>, fence_files: &dyn FenceFiles) -> Result<Revision, PolicyErrors> {
     let mut cx = Ctx {
         sources: &sources,
         errors: Vec::new(),
+        fence_files,
+        fences: Vec::new(),
     };
     let parsed = parse_all(&mut cx);
 
@@ -130,7 +159,7 @@ fn compile_unguarded(sources: Vec<Source>) -> Result<Revision, PolicyErrors> {
     if !cx.errors.is_empty() {
         return Err(PolicyErrors(cx.errors));
     }
-    let id = revision_id(&sources);
+    let id = revision_id(&sources, &cx.fences);
     Ok(Revision {
         id,
         settings,
@@ -141,18 +170,27 @@ fn compile_unguarded(sources: Vec<Source>) -> Result<Revision, PolicyErrors> {
         rules,
         default_rule,
         files: sources.iter().map(|s| s.name.clone()).collect(),
+        fences: cx.fences.into_iter().map(|(_, _, f)| f).collect(),
     })
 }
 
 /// First 12 hex digits of SHA-256 over each file's base name and contents, so the id does not depend on
 /// where the directory is mounted.
-fn revision_id(sources: &[Source]) -> String {
+fn revision_id(sources: &[Source], fences: &[(String, String, Arc<Fence>)]) -> String {
     let mut h = Sha256::new();
     for s in sources {
         let base = s.name.rsplit(['/', '\\']).next().unwrap_or(&s.name);
         h.update(base.as_bytes());
         h.update([0]);
         h.update(s.text.as_bytes());
+        h.update([0]);
+    }
+    // Fence files are part of the revision: their paths (relative to the directory) and contents.
+    for (path, text, _) in fences {
+        h.update(b"fence\0");
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
         h.update([0]);
     }
     h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
@@ -267,6 +305,8 @@ fn default_geo() -> GeoSettings {
         lon_path: path("location.lon"),
         ip_path: path("ip"),
         region_path: path("region"),
+        country_path: path("country"),
+        continent_path: path("continent"),
     }
 }
 
@@ -297,6 +337,8 @@ fn compile_geo(cx: &mut Ctx<'_>, src: usize, raw: Option<&RawGeo>, base: &GeoSet
         (&raw.lon_path, &mut geo.lon_path),
         (&raw.ip_path, &mut geo.ip_path),
         (&raw.region_path, &mut geo.region_path),
+        (&raw.country_path, &mut geo.country_path),
+        (&raw.continent_path, &mut geo.continent_path),
     ] {
         if let Some(v) = v {
             match JsonPath::parse(v.get_ref()) {
@@ -584,6 +626,84 @@ fn compile_reject(cx: &mut Ctx<'_>, src: usize, reject: &Spanned<RawReject>, rul
     }
 }
 
+/// `location = { country, continent, within, known }`: one condition each, so `explain` names the part
+/// that failed. Codes compare case-insensitively; fences are read, validated and shared per path.
+fn compile_location(
+    cx: &mut Ctx<'_>,
+    src: usize,
+    loc: &Spanned<RawWhere>,
+    what: &str,
+    conds: &mut Vec<(Cond, Box<str>)>,
+) {
+    let raw = loc.get_ref();
+    for (field, c, make) in [
+        ("country", &raw.country, Cond::Country as fn(StrCond) -> Cond),
+        ("continent", &raw.continent, Cond::Continent),
+    ] {
+        if let Some(c) = c {
+            let text = format!("location.{field} = {}", cx.snippet(src, &c.span()));
+            match compile_str_cond(c.get_ref(), true) {
+                Ok(sc) => conds.push((make(sc), text.into())),
+                Err(e) => cx.error(src, c.span().start, format!("{what}: `location.{field}`: {e}")),
+            }
+        }
+    }
+    if let Some(within) = &raw.within {
+        let text = format!("location.within = {}", cx.snippet(src, &within.span()));
+        let mut fences = Vec::new();
+        for path in within.get_ref().items() {
+            match load_fence(cx, path) {
+                Ok(f) => fences.push(f),
+                Err(e) => cx.error(src, within.span().start, format!("{what}: `location.within`: {e}")),
+            }
+        }
+        if fences.is_empty() && within.get_ref().items().is_empty() {
+            cx.error(
+                src,
+                within.span().start,
+                format!("{what}: `location.within` names no fence"),
+            );
+        }
+        conds.push((Cond::Within(fences), text.into()));
+    }
+    if let Some(k) = raw.known {
+        conds.push((Cond::Known(k), format!("location.known = {k}").into()));
+    }
+    if raw.country.is_none() && raw.continent.is_none() && raw.within.is_none() && raw.known.is_none() {
+        cx.error(
+            src,
+            loc.span().start,
+            format!("{what}: `location` needs `country`, `continent`, `within` or `known`"),
+        );
+    }
+}
+
+/// A fence file, read once per path and compiled; the error names the file and, for JSON syntax, its line
+/// and column.
+fn load_fence(cx: &mut Ctx<'_>, path: &str) -> Result<Arc<Fence>, String> {
+    if let Some((_, _, f)) = cx.fences.iter().find(|(p, _, _)| p == path) {
+        return Ok(f.clone());
+    }
+    let relative = std::path::Path::new(path);
+    let escapes = relative.is_absolute()
+        || relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)));
+    if path.is_empty() || escapes {
+        return Err(format!(
+            "`{path}`: a fence is a path inside the policy directory, relative to it (like `fences/eu.geojson`)"
+        ));
+    }
+    let text = cx.fence_files.read(path).map_err(|e| format!("`{path}`: {e}"))?;
+    let fence = Fence::parse(path, &text).map_err(|e| match e.position {
+        Some((line, col)) => format!("`{path}`:{line}:{col}: {}", e.message),
+        None => format!("`{path}`: {}", e.message),
+    })?;
+    let fence = Arc::new(fence);
+    cx.fences.push((path.to_owned(), text, fence.clone()));
+    Ok(fence)
+}
+
 fn compile_when(cx: &mut Ctx<'_>, src: usize, when: Option<&Spanned<RawWhen>>, what: &str, in_rule: bool) -> When {
     let Some(when) = when else {
         return When::default();
@@ -633,6 +753,9 @@ fn compile_when(cx: &mut Ctx<'_>, src: usize, when: Option<&Spanned<RawWhen>>, w
     }
     if let Some(b) = w.reprovisioning {
         conds.push((Cond::Reprovisioning(b), format!("reprovisioning = {b}").into()));
+    }
+    if let Some(loc) = &w.location {
+        compile_location(cx, src, loc, what, &mut conds);
     }
     if let Some(map) = &w.payload {
         for (path, c) in &map.0 {

@@ -5,9 +5,13 @@
 //! whether it holds. Nothing here allocates on the request path except rendering a non-string payload
 //! value for a string operator.
 
+use std::fmt;
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::dps::{Attestation, EnrollmentKind};
+use crate::geo::{Fence, LatLon};
 
 /// Compiled regexes may not grow beyond this, so a hostile pattern cannot exhaust memory. The regex crate
 /// already guarantees matching in linear time.
@@ -187,6 +191,14 @@ pub struct Facts<'f> {
     pub payload: Option<&'f Value>,
     /// `deviceRuntimeContext.x509`.
     pub x509: Option<&'f Value>,
+    /// Where the device is, worked out on first use.
+    pub whereabouts: Option<&'f dyn Whereabouts>,
+}
+
+impl<'f> Facts<'f> {
+    fn where_(&self) -> Option<&'f dyn Whereabouts> {
+        self.whereabouts
+    }
 }
 
 /// One condition of a `when` table.
@@ -214,6 +226,25 @@ pub enum Cond {
     Payload(JsonPath, ValueCond),
     /// `x509."a.b"`.
     X509(JsonPath, ValueCond),
+    /// `location.country` (compiled lowercase).
+    Country(StrCond),
+    /// `location.continent` (compiled lowercase).
+    Continent(StrCond),
+    /// `location.within`: inside any of these fences.
+    Within(Vec<Arc<Fence>>),
+    /// `location.known`.
+    Known(bool),
+}
+
+/// Where a device is, as far as conditions need it. The engine computes it on first use (a GeoIP lookup
+/// at most), so requests no location condition looks at pay nothing.
+pub trait Whereabouts: fmt::Debug {
+    /// The ISO 3166-1 alpha-2 country code, lower case.
+    fn country(&self) -> Option<&str>;
+    /// The two-letter continent code, lower case.
+    fn continent(&self) -> Option<&str>;
+    /// The coordinates.
+    fn point(&self) -> Option<LatLon>;
 }
 
 impl Cond {
@@ -231,6 +262,20 @@ impl Cond {
             Cond::Tenant(c) => c.matches(f.tenant),
             Cond::Payload(path, c) => c.matches(f.payload.and_then(|p| path.lookup(p))),
             Cond::X509(path, c) => c.matches(f.x509.and_then(|p| path.lookup(p))),
+            // An unknown fact never satisfies a condition on it, `not` included: a later rule decides.
+            Cond::Country(c) => f.where_().and_then(|w| w.country()).is_some_and(|v| c.matches(Some(v))),
+            Cond::Continent(c) => f
+                .where_()
+                .and_then(|w| w.continent())
+                .is_some_and(|v| c.matches(Some(v))),
+            Cond::Within(fences) => f
+                .where_()
+                .and_then(|w| w.point())
+                .is_some_and(|p| fences.iter().any(|fence| fence.contains(p))),
+            Cond::Known(k) => {
+                let known = f.where_().is_some_and(|w| w.point().is_some() || w.country().is_some());
+                known == *k
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::compile::{FenceFiles, compile_with};
 use super::{PolicyError, PolicyErrors, Revision, Source, compile};
 
 /// The policy compiled into the binary, served when no directory is given and there is no `./policies`.
@@ -15,10 +16,31 @@ pub fn embedded_default() -> Result<Revision, PolicyErrors> {
     compile(vec![Source::new("<embedded>/default.toml", EMBEDDED_DEFAULT)])
 }
 
-/// Reads and compiles a policy directory; every problem is reported at once.
+/// Reads and compiles a policy directory; every problem is reported at once. Fence files the rules name
+/// (`location.within`) are read from the directory too.
 pub fn load_dir(dir: &Path) -> Result<Revision, PolicyErrors> {
     let sources = read_sources(dir)?;
-    compile(sources)
+    compile_with(sources, &DirFences(dir))
+}
+
+/// Fence files, read from a policy directory (paths relative to it; the compiler refuses absolute paths
+/// and `..`).
+pub struct DirFences<'a>(pub &'a Path);
+
+impl FenceFiles for DirFences<'_> {
+    fn read(&self, path: &str) -> Result<String, String> {
+        let full = self.0.join(path);
+        match std::fs::metadata(&full) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err("not a regular file".to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!("no such file in {}", self.0.display()));
+            }
+            Err(e) => return Err(format!("cannot read: {e}")),
+        }
+        let bytes = std::fs::read(&full).map_err(|e| format!("cannot read: {e}"))?;
+        String::from_utf8(bytes).map_err(|_| "not valid UTF-8".to_owned())
+    }
 }
 
 /// Reads the policy files of a directory, in lexical order of file name.
@@ -103,7 +125,7 @@ pub fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyErrors> {
         Ok(sources)
     } else {
         // Report the unreadable files together with whatever is wrong in the readable ones.
-        if let Err(PolicyErrors(more)) = compile(sources) {
+        if let Err(PolicyErrors(more)) = compile_with(sources, &DirFences(dir)) {
             errors.extend(more);
         }
         Err(PolicyErrors(errors))

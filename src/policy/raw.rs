@@ -87,6 +87,12 @@ pub struct RawGeo {
     /// Dotted path of an Azure region name in the device payload (default `region`).
     #[schemars(with = "Option<String>")]
     pub region_path: Option<Spanned<String>>,
+    /// Dotted path of an ISO 3166-1 alpha-2 country code in the device payload (default `country`).
+    #[schemars(with = "Option<String>")]
+    pub country_path: Option<Spanned<String>>,
+    /// Dotted path of a two-letter continent code in the device payload (default `continent`).
+    #[schemars(with = "Option<String>")]
+    pub continent_path: Option<Spanned<String>>,
 }
 
 /// `[[hub]]`: one IoT hub of the catalogue.
@@ -270,6 +276,50 @@ pub struct RawWhen {
     /// Dotted paths inside `deviceRuntimeContext.x509`.
     #[schemars(with = "Option<BTreeMap<String, StrCondRaw>>")]
     pub x509: Option<Entries<Spanned<StrCondRaw>>>,
+    /// Where the device is: its country, continent, a GeoJSON fence, or whether it is known at all.
+    #[schemars(with = "Option<RawWhere>")]
+    pub location: Option<Spanned<RawWhere>>,
+}
+
+/// `location = { ... }`: every key given must hold. A condition on a fact the device's location does not
+/// give (no country, no coordinates) does not hold.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWhere {
+    /// ISO 3166-1 alpha-2 country code (case-insensitive): from the payload's `country_path`, else the
+    /// GeoIP record of the payload's IP.
+    #[schemars(with = "Option<StrCondRaw>")]
+    pub country: Option<Spanned<StrCondRaw>>,
+    /// Two-letter continent code (`EU`, `NA`, `AS`, `AF`, `OC`, `SA`, `AN`): from the payload's
+    /// `continent_path`, else the GeoIP record.
+    #[schemars(with = "Option<StrCondRaw>")]
+    pub continent: Option<Spanned<StrCondRaw>>,
+    /// GeoJSON file(s), relative to the policy directory: holds when the device's coordinates lie inside
+    /// any of them.
+    #[schemars(with = "Option<OneOrMany>")]
+    pub within: Option<Spanned<OneOrMany>>,
+    /// Whether the device's location (coordinates or country) is known at all.
+    pub known: Option<bool>,
+}
+
+/// One string, or a list of them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The strings.
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// A string condition: a plain string (exact match) or a table of operators that must all hold.

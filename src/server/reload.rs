@@ -378,9 +378,9 @@ fn watch_dir(dir: &Path, tx: Sender<Trigger>) -> notify::Result<notify::Recommen
             let _ = tx.send(Trigger::Watch);
         }
     })?;
-    // Non-recursive: the `tests/` fixtures do not affect the policy, and a ConfigMap's `..data` swap is
-    // an event in this directory itself.
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    // Recursive: fence files (`location.within`) may live in subdirectories such as `fences/`. A change
+    // under `tests/` reloads to the same revision (unchanged), which costs one compile.
+    watcher.watch(dir, RecursiveMode::Recursive)?;
     Ok(watcher)
 }
 
