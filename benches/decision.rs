@@ -192,7 +192,7 @@ fn bench_rules(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_rules, bench_geo, bench_cache);
+criterion_group!(benches, bench_rules, bench_geo, bench_cache, bench_fence);
 criterion_main!(benches);
 
 /// The whole answer path, request bytes to response bytes, with the shipped policy: without the decision
@@ -266,4 +266,81 @@ fn bench_cache(c: &mut Criterion) {
     });
     group.finish();
     eprintln!("request body size: {} bytes", bodies[0].len());
+}
+
+/// A `location.within` test against a fence of over 100,000 vertices: the EU fence of the residency
+/// fixtures (real borders), each edge cut into 12, so the shape stays real while the vertex count grows.
+fn bench_fence(c: &mut Criterion) {
+    use dps_allocator::geo::{Fence, LatLon};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/residency/fences");
+    let text = std::fs::read_to_string(dir.join("eu.geojson")).expect("fence");
+    let mut fc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let densify = |ring: &mut serde_json::Value| {
+        let pts: Vec<(f64, f64)> = ring
+            .as_array()
+            .expect("ring")
+            .iter()
+            .map(|p| (p[0].as_f64().expect("lon"), p[1].as_f64().expect("lat")))
+            .collect();
+        let mut out = Vec::with_capacity(pts.len() * 12);
+        for w in pts.windows(2) {
+            for k in 0..12 {
+                let t = f64::from(k) / 12.0;
+                out.push(serde_json::json!([
+                    w[0].0 + t * (w[1].0 - w[0].0),
+                    w[0].1 + t * (w[1].1 - w[0].1)
+                ]));
+            }
+        }
+        out.push(serde_json::json!([pts[0].0, pts[0].1]));
+        *ring = serde_json::Value::Array(out);
+    };
+    for f in fc["features"].as_array_mut().expect("features") {
+        let g = &mut f["geometry"];
+        let polys: Vec<&mut serde_json::Value> = if g["type"] == "Polygon" {
+            vec![&mut g["coordinates"]]
+        } else {
+            g["coordinates"].as_array_mut().expect("polygons").iter_mut().collect()
+        };
+        for p in polys {
+            for ring in p.as_array_mut().expect("rings") {
+                densify(ring);
+            }
+        }
+    }
+    let fence = Fence::parse("eu-dense", &fc.to_string()).expect("valid");
+    assert!(fence.vertices > 100_000, "{} vertices", fence.vertices);
+    let mut state: u64 = 7;
+    let points: Vec<LatLon> = (0..4096)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let a = (state >> 33) as f64 / (1u64 << 31) as f64;
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let b = (state >> 33) as f64 / (1u64 << 31) as f64;
+            LatLon {
+                lat: 35.0 + 35.0 * a,
+                lon: -10.0 + 40.0 * b,
+            }
+        })
+        .collect();
+    let mut group = c.benchmark_group(format!("fence within, {} vertices (EU, real borders)", fence.vertices));
+    let mut i = 0;
+    group.bench_function("random point in Europe", |b| {
+        b.iter(|| {
+            i = (i + 1) % points.len();
+            black_box(fence.contains(points[i]))
+        })
+    });
+    let paris = LatLon {
+        lat: 48.8566,
+        lon: 2.3522,
+    };
+    group.bench_function("a point inside (Paris)", |b| {
+        b.iter(|| black_box(fence.contains(black_box(paris))))
+    });
+    group.finish();
 }

@@ -442,7 +442,15 @@ def write_doc():
               f"miss {miss:.2f} µs. A miss costs more than no cache, so the cache pays only when requests "
               "repeat; it is off by default (see the README, \"Decision cache\"). Geo over 50 hubs: "
               f"GeoIP cache cold {geo_cold:.2f} µs, warm {geo_warm:.2f} µs, coordinates {geo_coords:.2f} µs.",
-              "",
+              ""]
+    fence = {k: v for k, v in c.items() if k.startswith("fence within")}
+    if fence:
+        lines += ["A `location.within` test against a fence of over 100,000 vertices (the residency fixtures' EU "
+                  "fence, real borders, each edge cut into 12): "
+                  + ", ".join(f"{k.split('/')[-1]} {v:.3f} µs" for k, v in fence.items())
+                  + ". The bounding box and the interval tree over the edges visit only the edges at the "
+                  "point's latitude.", ""]
+    lines += [
               "## Cold start", "",
               "From `exec` to the first successful `POST /api/allocate`, median of 20 runs (a client retrying "
               "every 0.5 ms; `--no-watch`).", "",

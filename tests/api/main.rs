@@ -19,6 +19,7 @@ mod operator;
 mod properties;
 mod readme;
 mod reload;
+mod residency;
 mod shutdown;
 mod simulate;
 mod smoke;

@@ -324,3 +324,98 @@ fn a_glob_too_large_for_its_regex_is_a_located_error_not_a_panic() {
         "[[rule]]\nname = \"g\"\nwhen = { registration_id = { glob = \"*-contoso-*\" } }\n",
     )]);
 }
+
+/// A fence file's path and text.
+type FenceFile = (&'static str, String);
+
+/// Fence files from memory, for the compiler's tests.
+struct MemFences(Vec<FenceFile>);
+
+impl FenceFiles for MemFences {
+    fn read(&self, path: &str) -> Result<String, String> {
+        self.0
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| "no such file".to_owned())
+    }
+}
+
+const SQUARE: &str = r#"{"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}"#;
+
+fn fenced(within: &str, files: Vec<FenceFile>) -> Result<Revision, Vec<String>> {
+    let rule =
+        format!("[[rule]]\nname = \"in\"\nwhen = {{ location = {{ within = {within} }} }}\n[[rule]]\nname = \"out\"\n");
+    compile_with(vec![src("p/r.toml", &rule)], &MemFences(files))
+        .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+}
+
+#[test]
+fn fence_files_are_validated_with_the_rule_that_names_them() {
+    let ok = fenced("\"fences/sq.geojson\"", vec![("fences/sq.geojson", SQUARE.to_owned())]).expect("loads");
+    assert_eq!(ok.fences.len(), 1);
+    assert_eq!(ok.fences[0].vertices, 5);
+    let cases: Vec<(&str, Vec<FenceFile>, &str)> = vec![
+        (
+            "\"fences/missing.geojson\"",
+            vec![],
+            "`fences/missing.geojson`: no such file",
+        ),
+        ("\"../outside.geojson\"", vec![], "a path inside the policy directory"),
+        ("\"/etc/fence.geojson\"", vec![], "a path inside the policy directory"),
+        ("[]", vec![], "names no fence"),
+        (
+            "\"f.geojson\"",
+            vec![(
+                "f.geojson",
+                "{\"type\": \"Polygon\",\n \"coordinates\": [[[0, 0], [1, 0]]]}".to_owned(),
+            )],
+            "`f.geojson`: the geometry, ring 0 has 2 positions",
+        ),
+        (
+            "\"f.geojson\"",
+            vec![("f.geojson", "{\n  \"type\": \n}".to_owned())],
+            "`f.geojson`:3:1: not valid JSON",
+        ),
+        (
+            "\"f.geojson\"",
+            vec![("f.geojson", SQUARE.replace("[0, 10], [0, 0]]", "[0, 10], [0, 1]]"))],
+            "ring 0 is not closed",
+        ),
+    ];
+    for (within, files, want) in cases {
+        let errs = fenced(within, files).expect_err(within);
+        assert_eq!(errs.len(), 1, "{within}: {errs:?}");
+        assert!(errs[0].starts_with("p/r.toml:3:"), "{}", errs[0]);
+        assert!(errs[0].contains(want), "{within}: {}", errs[0]);
+    }
+}
+
+#[test]
+fn a_fence_is_part_of_the_revision_id_and_read_once() {
+    let a = fenced("[\"f.geojson\", \"f.geojson\"]", vec![("f.geojson", SQUARE.to_owned())]).expect("loads");
+    assert_eq!(a.fences.len(), 1, "one fence however often it is named");
+    let same = fenced("\"f.geojson\"", vec![("f.geojson", SQUARE.to_owned())]).expect("loads");
+    let again = fenced("\"f.geojson\"", vec![("f.geojson", SQUARE.to_owned())]).expect("loads");
+    assert_eq!(same.id, again.id);
+    let moved = SQUARE.replace("[10, 10]", "[11, 10]");
+    let b = fenced("\"f.geojson\"", vec![("f.geojson", moved)]).expect("loads");
+    assert_ne!(same.id, b.id, "a changed fence is a new revision");
+}
+
+#[test]
+fn location_needs_something_to_test() {
+    let errs = errors(vec![src(
+        "p/r.toml",
+        "[[rule]]\nname = \"x\"\nwhen = { location = {} }\n",
+    )]);
+    assert!(
+        errs[0].contains("`location` needs `country`, `continent`, `within` or `known`"),
+        "{errs:?}"
+    );
+    let errs = errors(vec![src(
+        "p/r.toml",
+        "[[rule]]\nname = \"x\"\nwhen = { location = { within = \"f.geojson\" } }\n",
+    )]);
+    assert!(errs[0].contains("read from a policy directory"), "{errs:?}");
+}
