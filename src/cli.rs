@@ -4,6 +4,7 @@
 mod check;
 mod explain;
 mod healthcheck;
+mod plan;
 pub mod serve;
 mod simulate;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Run a fleet through a policy change: devices per hub, moves, rejections, reprovisioning time.
     Simulate(simulate::SimulateArgs),
+    /// Plan the moves of `simulate --moves` in waves under DPS and IoT Hub limits; write the schedule.
+    Plan(plan::PlanArgs),
     /// Print the JSON Schema of a policy file (for editor completion).
     Schema,
     /// Exit 0 when the local server answers /healthz (container health checks without a shell).
@@ -144,6 +147,7 @@ pub fn run(cli: Cli) -> Status {
         },
         Command::Explain(args) => explain::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Schema => schema(),
         Command::Healthcheck(args) => healthcheck::run(args),
     }

@@ -11,6 +11,7 @@
 //! - [`answer`]: request bytes to response bytes, error codes and the decision summary, without HTTP;
 //! - [`fixtures`]: policy test cases (`dps-allocator test`);
 //! - [`simulate`]: a fleet through a policy change;
+//! - [`plan`]: a move list into waves under DPS and IoT Hub limits;
 //! - [`telemetry`]: log set-up, metrics and typed events;
 //! - [`server`]: the running service without HTTP (state, decision cache, hot reload, keys);
 //! - [`http`]: actix-web routes, handlers, the Functions envelope, status and metrics endpoints;
@@ -24,6 +25,7 @@ pub mod fixtures;
 pub mod geo;
 pub mod hashing;
 pub mod http;
+pub mod plan;
 pub mod policy;
 pub mod server;
 pub mod simulate;

@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "answer",
     "fixtures",
     "simulate",
+    "plan",
     "telemetry",
     "server",
     "http",
