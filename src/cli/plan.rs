@@ -229,7 +229,7 @@ impl Progress {
     }
 
     fn tick(&self, n: u64, what: &str) {
-        if self.terminal && n % 1_000_000 == 0 && n > 0 {
+        if self.terminal && n.is_multiple_of(1_000_000) && n > 0 {
             eprint!(
                 "\r{} movers {what} ({:.0} s)",
                 group(n),

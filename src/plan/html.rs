@@ -89,9 +89,9 @@ svg text{{font-size:11px;fill:#1b1f24}} .note{{color:#57606a;font-size:.9rem}}
             lim(h.connect_limit_per_min)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "</table><p class=\"note\">All at once assumes DPS admits the same effective rate, answers the rest 429 with Retry-After {} s, and devices retry after it with up to {} s of jitter.</p></body></html>\n",
+        "</table><p class=\"note\">All at once assumes DPS admits the same effective rate, answers the rest 429 with Retry-After {} s, and devices retry after it with up to {} s of jitter.</p></body></html>",
         super::RETRY_AFTER_S,
         super::RETRY_JITTER_S
     );
