@@ -134,7 +134,10 @@ fn background_load_reduces_the_rate_and_can_leave_nothing() {
     assert!(e.to_string().contains("every boot"), "{e}");
 }
 
-fn schedule(text: &str, limits: &Limits) -> (Plan, Vec<(String, String, String, u32, u64)>) {
+/// A schedule row: registration id, from hub, to hub, wave, not_before_s.
+type Row = (String, String, String, u32, u64);
+
+fn schedule(text: &str, limits: &Limits) -> (Plan, Vec<Row>) {
     let c = census(text);
     let p = plan(&c, limits).expect("plans");
     let mut out = Vec::new();
