@@ -16,6 +16,7 @@ mod helpers;
 mod live;
 mod operations;
 mod operator;
+mod plan;
 mod properties;
 mod readme;
 mod reload;
