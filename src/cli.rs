@@ -5,6 +5,7 @@ mod check;
 mod explain;
 mod healthcheck;
 mod plan;
+mod rollout;
 pub mod serve;
 mod simulate;
 
@@ -50,6 +51,10 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Plan the moves of `simulate --moves` in waves under DPS and IoT Hub limits; write the schedule.
     Plan(plan::PlanArgs),
+    /// Trigger the scheduled moves through IoT Hub (resumable with --state).
+    Rollout(rollout::RolloutArgs),
+    /// Ask DPS where each device of a schedule landed.
+    Verify(rollout::VerifyArgs),
     /// Print the JSON Schema of a policy file (for editor completion).
     Schema,
     /// Exit 0 when the local server answers /healthz (container health checks without a shell).
@@ -148,6 +153,8 @@ pub fn run(cli: Cli) -> Status {
         Command::Explain(args) => explain::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Rollout(args) => rollout::run(args),
+        Command::Verify(args) => rollout::verify(args),
         Command::Schema => schema(),
         Command::Healthcheck(args) => healthcheck::run(args),
     }

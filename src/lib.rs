@@ -12,6 +12,7 @@
 //! - [`fixtures`]: policy test cases (`dps-allocator test`);
 //! - [`simulate`]: a fleet through a policy change;
 //! - [`plan`]: a move list into waves under DPS and IoT Hub limits;
+//! - [`rollout`]: the rules of triggering the planned moves and verifying them (the transport is the caller's);
 //! - [`telemetry`]: log set-up, metrics and typed events;
 //! - [`server`]: the running service without HTTP (state, decision cache, hot reload, keys);
 //! - [`http`]: actix-web routes, handlers, the Functions envelope, status and metrics endpoints;
@@ -27,6 +28,7 @@ pub mod hashing;
 pub mod http;
 pub mod plan;
 pub mod policy;
+pub mod rollout;
 pub mod server;
 pub mod simulate;
 pub mod telemetry;

@@ -21,6 +21,7 @@ const LAYERS: &[&str] = &[
     "fixtures",
     "simulate",
     "plan",
+    "rollout",
     "telemetry",
     "server",
     "http",

@@ -113,7 +113,10 @@ fn from_simulate_moves_to_a_schedule_and_a_report() {
     {
         Ok(out) if out.status.success() => {
             let dom = String::from_utf8_lossy(&out.stdout);
-            assert!(dom.contains("id=\"moved\"") && dom.contains("polyline"), "chromium rendered no chart");
+            assert!(
+                dom.contains("id=\"moved\"") && dom.contains("polyline"),
+                "chromium rendered no chart"
+            );
         }
         _ => {
             assert!(
@@ -136,7 +139,10 @@ fn environment_twins_and_the_background_refusal() {
     }
     std::fs::write(&moves, text).expect("moves");
     let m = moves.to_str().expect("utf-8");
-    let (code, out, err) = run(&["plan", "--moves", m, "--format", "json"], &[("DPS_ALLOCATOR_DPS_UNITS", "2")]);
+    let (code, out, err) = run(
+        &["plan", "--moves", m, "--format", "json"],
+        &[("DPS_ALLOCATOR_DPS_UNITS", "2")],
+    );
     assert_eq!(code, Some(0), "{err}");
     let plan: Value = serde_json::from_str(&out).expect("json");
     // 2 units: 1,600/min of DPS; one source hub at 10/s binds at 600/min.
@@ -147,7 +153,10 @@ fn environment_twins_and_the_background_refusal() {
         &[],
     );
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("background load alone") && err.contains("every boot"), "{err}");
+    assert!(
+        err.contains("background load alone") && err.contains("every boot"),
+        "{err}"
+    );
     std::fs::write(&moves, "id,from,to\nd,a,b\n").expect("bad header");
     let (code, _, err) = run(&["plan", "--moves", m], &[]);
     assert_eq!(code, Some(2), "{err}");
