@@ -291,7 +291,13 @@ pub fn plan(census: &Census, limits: &Limits) -> Result<Plan, PlanError> {
             per_min: dps,
         });
     let rate = bind.per_min;
-    let per_minute = (rate.floor() as u64).max(1);
+    if rate < 1.0 {
+        return Err(PlanError::Limits(format!(
+            "the effective rate is {rate:.3} devices a minute ({}): below one a minute, there is no useful plan; raise the limit that binds",
+            bind.name
+        )));
+    }
+    let per_minute = rate.floor() as u64;
     let duration_s = if n == 0 { 0.0 } else { n as f64 / rate * 60.0 };
     let wave_s = (limits.wave_minutes * 60.0).max(60.0);
     let mut waves: Vec<Wave> = Vec::new();

@@ -202,9 +202,10 @@ impl Outcome {
         }
     }
 
-    /// Whether a rerun leaves the device alone.
+    /// Whether a rerun leaves the device alone. `skipped` is not: no call was made, and a rerun may bring
+    /// the connection string that was missing.
     pub fn is_final(self) -> bool {
-        matches!(self, Outcome::Triggered | Outcome::NotFound | Outcome::Skipped)
+        matches!(self, Outcome::Triggered | Outcome::NotFound)
     }
 }
 
@@ -336,8 +337,11 @@ pub struct Summary {
     pub not_found: u64,
     /// Skipped.
     pub skipped: u64,
-    /// Not yet final (offline or failed): a rerun tries them again.
+    /// Not yet final (offline, failed, skipped, or not reached): a rerun tries them again.
     pub remaining: u64,
+    /// Hosts that refused the credentials (401, 403) and were not called further.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<String>,
 }
 
 impl Summary {
@@ -354,7 +358,7 @@ impl Summary {
                 None => {}
             }
         }
-        s.remaining = entries.len() as u64 - s.triggered - s.not_found - s.skipped;
+        s.remaining = entries.len() as u64 - s.triggered - s.not_found;
         s
     }
 }
@@ -429,6 +433,8 @@ pub fn classify(reply: &Result<Reply, String>, tries: u32, settings: &Settings, 
                 None => backoff(),
             },
             404 if error_code(&r.body) == Some(404_103) => Next::Done(Outcome::Offline),
+            // IoT Hub gave up waiting for the device's method answer: the device is not there.
+            504 if error_code(&r.body) == Some(504_101) => Next::Done(Outcome::Offline),
             404 => Next::Done(Outcome::NotFound),
             500..=599 => backoff(),
             _ => Next::Done(Outcome::Failed),
@@ -479,7 +485,7 @@ fn drain(
     transport: &dyn Transport,
     settings: &Settings,
     record: &dyn Fn(usize, Outcome, Option<&Reply>),
-) {
+) -> Option<String> {
     let mut queue: BinaryHeap<Job> = jobs
         .into_iter()
         .map(|(index, due)| Job { due, index, tries: 0 })
@@ -500,14 +506,29 @@ fn drain(
         let reply = transport.send(&call, &auth.token(expiry));
         seq = seq.wrapping_add(1);
         let jitter = crate::hashing::unit_interval(crate::hashing::mix64(seq ^ (job.index as u64) << 20));
+        let status = reply.as_ref().map_or(0, |r| r.status);
         match classify(&reply, job.tries, settings, jitter) {
             Next::Done(o) => record(job.index, o, reply.as_ref().ok()),
-            Next::Retry(after) => queue.push(Job {
-                due: Instant::now() + after,
-                ..job
-            }),
+            Next::Retry(after) => {
+                // A 429 throttles the whole host, not one device: nothing goes to it before Retry-After.
+                if status == 429 {
+                    next_slot = next_slot.max(Instant::now() + after);
+                }
+                queue.push(Job {
+                    due: Instant::now() + after,
+                    ..job
+                })
+            }
+        }
+        // Wrong or expired credentials would fail every device the same way: stop this host.
+        if matches!(status, 401 | 403) {
+            return Some(format!(
+                "{} refused the credentials ({status}): stopped calling it; check its connection string",
+                call.host
+            ));
         }
     }
+    None
 }
 
 /// Triggers every device of the schedule that is not final yet, each on the hub it leaves, one thread per
@@ -521,29 +542,47 @@ pub fn rollout(
     transport: &dyn Transport,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Summary, String> {
-    let started = Instant::now() - Duration::from_secs_f64((now_unix() - state.started_unix).max(0.0));
+    // Not-before times count from the first run's start. A rerun long after it would find every remaining
+    // device due at once, all hubs together: the timeline is shifted so the earliest remaining device is
+    // due now and the rest keep the plan's spacing.
+    let elapsed = (now_unix() - state.started_unix).max(0.0) as u64;
+    let remaining = |e: &&Entry| !state.outcomes.get(&e.registration_id).is_some_and(|o| o.is_final());
+    let earliest = entries
+        .iter()
+        .filter(remaining)
+        .map(|e| e.not_before_s)
+        .min()
+        .unwrap_or(0);
+    let offset = elapsed.min(earliest);
+    let now = Instant::now();
     let mut per_hub: BTreeMap<&str, Vec<(usize, Instant)>> = BTreeMap::new();
+    let mut skipped = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        if state.outcomes.get(&e.registration_id).is_some_and(|o| o.is_final()) {
+        if !remaining(&e) {
             continue;
         }
         if !hubs.iter().any(|h| h.host == e.from_hub) {
-            state.record(&e.registration_id, Outcome::Skipped)?;
+            skipped.push(i);
             continue;
         }
         per_hub
             .entry(e.from_hub.as_str())
             .or_default()
-            .push((i, started + Duration::from_secs(e.not_before_s)));
+            .push((i, now + Duration::from_secs(e.not_before_s - offset)));
+    }
+    for i in skipped {
+        state.record(&entries[i].registration_id, Outcome::Skipped)?;
     }
     let total: u64 = per_hub.values().map(|v| v.len() as u64).sum();
     let shared = Mutex::new((std::mem::replace(state, State::detached(state)), None::<String>, 0u64));
+    let stopped: Mutex<Vec<String>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for (host, jobs) in per_hub {
             let Some(auth) = hubs.iter().find(|h| h.host == host) else {
                 continue;
             };
             let shared = &shared;
+            let stopped = &stopped;
             scope.spawn(move || {
                 let make = |i: usize| trigger_call(&entries[i], trigger, settings);
                 let record = |i: usize, o: Outcome, _: Option<&Reply>| {
@@ -555,7 +594,11 @@ pub fn rollout(
                     *done += 1;
                     progress(*done, total);
                 };
-                drain(jobs, &make, auth, transport, settings, &record);
+                if let Some(why) = drain(jobs, &make, auth, transport, settings, &record)
+                    && let Ok(mut s) = stopped.lock()
+                {
+                    s.push(why);
+                }
             });
         }
     });
@@ -565,7 +608,9 @@ pub fn rollout(
         return Err(e);
     }
     state.finish()?;
-    Ok(Summary::of(entries, state))
+    let mut summary = Summary::of(entries, state);
+    summary.stopped = stopped.into_inner().unwrap_or_default();
+    Ok(summary)
 }
 
 impl State {
@@ -621,7 +666,12 @@ pub struct Landing {
 
 /// Asks DPS where every device of the schedule is, at most `rate` lookups a second, with the same retry
 /// rules. The lookups count against the DPS quota.
-pub fn verify(entries: &[Entry], dps: &Credentials, settings: &Settings, transport: &dyn Transport) -> Vec<Landing> {
+pub fn verify(
+    entries: &[Entry],
+    dps: &Credentials,
+    settings: &Settings,
+    transport: &dyn Transport,
+) -> (Vec<Landing>, Option<String>) {
     let results: Mutex<Vec<Option<Landing>>> = Mutex::new(vec![None; entries.len()]);
     let now = Instant::now();
     let jobs: Vec<(usize, Instant)> = (0..entries.len()).map(|i| (i, now)).collect();
@@ -641,8 +691,8 @@ pub fn verify(entries: &[Entry], dps: &Credentials, settings: &Settings, transpo
             r[i] = Some(landing);
         }
     };
-    drain(jobs, &make, dps, transport, settings, &record);
-    results
+    let stopped = drain(jobs, &make, dps, transport, settings, &record);
+    let landings = results
         .into_inner()
         .unwrap_or_default()
         .into_iter()
@@ -654,7 +704,8 @@ pub fn verify(entries: &[Entry], dps: &Credentials, settings: &Settings, transpo
                 substatus: String::new(),
             })
         })
-        .collect()
+        .collect();
+    (landings, stopped)
 }
 
 fn landing(e: &Entry, o: Outcome, reply: Option<&Reply>) -> Landing {
@@ -740,6 +791,11 @@ mod tests {
             Next::Done(Outcome::NotFound)
         );
         assert_eq!(classify(&reply(400, None, ""), 1, &s, 0.0), Next::Done(Outcome::Failed));
+        assert_eq!(
+            classify(&reply(504, None, r#"{"errorCode":504101}"#), 1, &s, 0.0),
+            Next::Done(Outcome::Offline),
+            "the device did not answer its method in time"
+        );
         assert_eq!(classify(&reply(401, None, ""), 1, &s, 0.0), Next::Done(Outcome::Failed));
     }
 

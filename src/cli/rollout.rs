@@ -247,8 +247,11 @@ fn execute(args: &RolloutArgs) -> Result<Status, String> {
     if terminal {
         eprintln!();
     }
+    for why in &summary.stopped {
+        eprintln!("error: {why}");
+    }
     print!("{}", render(&summary, args.format));
-    Ok(if summary.failed == 0 {
+    Ok(if summary.failed == 0 && summary.stopped.is_empty() {
         Status::Ok
     } else {
         Status::Failed
@@ -259,7 +262,7 @@ fn render(s: &Summary, format: Format) -> String {
     match format {
         Format::Json => serde_json::to_string_pretty(s).unwrap_or_default() + "\n",
         Format::Table => format!(
-            "triggered {}\noffline   {}\nfailed    {}\nnot_found {}\nskipped   {}\nremaining {} (offline and failed: rerun with the same --state)\n",
+            "triggered {}\noffline   {}\nfailed    {}\nnot_found {}\nskipped   {}\nremaining {} (offline, failed, skipped: rerun with the same --state)\n",
             group(s.triggered),
             group(s.offline),
             group(s.failed),
@@ -303,7 +306,11 @@ fn verify_execute(args: &VerifyArgs) -> Result<Status, String> {
         rate_per_s: args.rate,
         ..Settings::default()
     };
-    let landings = rollout::verify(&entries, &dps, &settings, &transport);
+    let (landings, stopped) = rollout::verify(&entries, &dps, &settings, &transport);
+    if let Some(why) = stopped {
+        eprintln!("error: {why}");
+        return Ok(Status::Failed);
+    }
     if let Some(path) = &args.out {
         write_out(path, &entries, &landings)?;
     }

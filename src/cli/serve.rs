@@ -301,7 +301,8 @@ fn connection_cap(workers: usize) -> (u64, usize) {
         .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
         .unwrap_or(1024);
     let cap = limit.saturating_sub(RESERVED_DESCRIPTORS) / 4 * 3;
-    let cap = usize::try_from(cap).unwrap_or(usize::MAX).clamp(workers * 16, 100_000);
+    let floor = workers.saturating_mul(16).min(100_000);
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX).clamp(floor, 100_000);
     (limit, cap)
 }
 

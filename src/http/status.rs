@@ -111,13 +111,21 @@ impl StatusDoc {
     /// (the directory itself named by its last component, the GeoIP database by its file name).
     pub fn without_host_paths(mut self, service: &Service) -> Self {
         let dir = match service.policy.source() {
-            PolicySource::Dir(d) => Some(d.display().to_string()),
+            PolicySource::Dir(d) => Some(d.display().to_string().trim_end_matches('/').to_owned()),
             PolicySource::Embedded => None,
         };
+        let name = match service.policy.source() {
+            PolicySource::Dir(d) => d.file_name().map(|n| n.to_string_lossy().into_owned()),
+            PolicySource::Embedded => None,
+        };
+        // Paths inside the directory lose its prefix; the directory itself becomes its last component.
         let relative = |s: &str| -> String {
-            match &dir {
-                Some(d) => s.replace(&format!("{d}/"), ""),
-                None => s.to_owned(),
+            match (&dir, &name) {
+                (Some(d), Some(n)) if !d.is_empty() => s
+                    .replace(&format!("{d}//"), "")
+                    .replace(&format!("{d}/"), "")
+                    .replace(d.as_str(), n),
+                _ => s.to_owned(),
             }
         };
         if let PolicySource::Dir(d) = service.policy.source() {

@@ -241,6 +241,19 @@ fn all_at_once_is_never_faster_than_the_plan_and_throttles_past_the_quota() {
 }
 
 #[test]
+fn a_rate_below_one_a_minute_is_refused() {
+    let e = plan(
+        &census(&moves(10, &FROM, &TO)),
+        &Limits {
+            background: Some((1_000, 75.05)),
+            ..Limits::default()
+        },
+    )
+    .expect_err("under 1/min");
+    assert!(e.to_string().contains("below one a minute"), "{e}");
+}
+
+#[test]
 fn move_files_need_their_header_and_full_rows() {
     let e = read_moves("id,from,to\n".as_bytes(), |_| Ok(())).expect_err("header");
     assert!(e.to_string().contains("registration_id,from_hub,to_hub"), "{e}");

@@ -30,6 +30,12 @@ pub struct DirFences<'a>(pub &'a Path);
 impl FenceFiles for DirFences<'_> {
     fn read(&self, path: &str) -> Result<String, String> {
         let full = self.0.join(path);
+        // A link may point anywhere: the file it resolves to must be inside the (resolved) directory too.
+        if let (Ok(root), Ok(real)) = (self.0.canonicalize(), full.canonicalize())
+            && !real.starts_with(&root)
+        {
+            return Err("resolves outside the policy directory (a symbolic link?): refused".to_owned());
+        }
         match std::fs::metadata(&full) {
             Ok(m) if m.is_file() => {}
             Ok(_) => return Err("not a regular file".to_owned()),
@@ -153,5 +159,31 @@ mod tests {
             "{errors}"
         );
         let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[cfg(test)]
+mod fence_tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_linked_from_outside_the_directory_is_refused() {
+        let base = std::env::temp_dir().join(format!("dps-load-{}-fence-link", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("policies");
+        std::fs::create_dir_all(dir.join("fences")).expect("dir");
+        let square = r#"{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}"#;
+        std::fs::write(base.join("outside.geojson"), square).expect("outside");
+        std::fs::write(dir.join("fences/inside.geojson"), square).expect("inside");
+        std::os::unix::fs::symlink(base.join("outside.geojson"), dir.join("fences/link.geojson")).expect("link");
+        let rule = |f: &str| {
+            format!("[[rule]]\nname = \"r\"\nwhen = {{ location = {{ within = \"{f}\" }} }}\n[[rule]]\nname = \"s\"\n")
+        };
+        std::fs::write(dir.join("p.toml"), rule("fences/inside.geojson")).expect("write");
+        assert!(load_dir(&dir).is_ok());
+        std::fs::write(dir.join("p.toml"), rule("fences/link.geojson")).expect("write");
+        let e = load_dir(&dir).expect_err("outside");
+        assert!(e.to_string().contains("resolves outside the policy directory"), "{e}");
+        let _ = std::fs::remove_dir_all(base);
     }
 }

@@ -109,7 +109,7 @@ fn outcomes_rate_not_before_and_retries_follow_the_rules() {
     assert_eq!(summary["not_found"], 1);
     assert_eq!(summary["failed"], 2, "broken after 2 tries, bad at once");
     assert_eq!(summary["skipped"], 1, "no connection string for hub-c");
-    assert_eq!(summary["remaining"], 3);
+    assert_eq!(summary["remaining"], 4, "offline, broken, bad, and the skipped one");
     let seen = s.seen();
     assert!(seen.iter().all(|c| c.status != 401), "every token verified");
     assert!(seen.iter().all(|c| c.host != "hub-c.azure-devices.net"));
@@ -221,6 +221,36 @@ fn a_kill_in_the_middle_and_a_rerun_trigger_every_device_once_but_for_the_call_i
         twice <= 1,
         "{twice} devices triggered twice: at most the one call in flight at the kill"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_hub_that_refuses_the_credentials_is_not_called_further() {
+    let s = StandIn::start(config());
+    let dir = temp_dir("rollout-401");
+    let rows: Vec<(String, &str, u64)> = (0..20).map(|i| (format!("ok-{i}"), HUB_A, 0)).collect();
+    let rows: Vec<(&str, &str, u64)> = rows.iter().map(|(id, h, t)| (id.as_str(), *h, *t)).collect();
+    let sched = schedule(&dir, &rows);
+    let state = dir.join("state.jsonl");
+    let (code, _, err, _) = rollout(
+        &s,
+        &[
+            "--schedule",
+            sched.to_str().expect("utf-8"),
+            "--state",
+            state.to_str().expect("utf-8"),
+            "--rate",
+            "50",
+        ],
+        &[conn(HUB_A, KEY_B)],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("hub-a.azure-devices.net refused the credentials (401)"),
+        "{err}"
+    );
+    assert_eq!(s.seen().len(), 1, "one refused call, then no more");
+    assert!(!err.contains(KEY_B));
     let _ = std::fs::remove_dir_all(dir);
 }
 
