@@ -82,6 +82,16 @@ impl GeoIpArg {
     }
 }
 
+/// Output format of `simulate`, `plan`, `rollout` and `verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Format {
+    /// Readable lines for people.
+    #[default]
+    Table,
+    /// One JSON object.
+    Json,
+}
+
 /// What a command reports back to `main`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

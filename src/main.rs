@@ -8,13 +8,7 @@ fn main() -> ExitCode {
     // Panics are caught where they can happen on input (the policy compiler, the reloader) and become
     // errors; should one still occur, it is one line on stderr, never a backtrace dump.
     std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        let message: String = message.chars().take(300).collect();
+        let message = dps_allocator::policy::panic_message(info.payload(), 300);
         let at = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))

@@ -16,7 +16,7 @@ pub mod template;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-pub use compile::compile;
+pub use compile::{compile, panic_message};
 pub use error::{Location, PolicyError, PolicyErrors, Source};
 pub use index::RuleIndex;
 pub use load::{EMBEDDED_DEFAULT, embedded_default, load_dir, read_sources};

@@ -6,21 +6,11 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use super::Status;
+use super::{Format, Status};
 use crate::plan::{self, Census, Limits, Plan, PlanError, duration_words};
 use crate::simulate::report::group;
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Format {
-    /// Readable lines.
-    #[default]
-    Table,
-    /// One JSON object.
-    Json,
-}
 
 /// Arguments of `plan`. Every flag has a `DPS_ALLOCATOR_` environment twin.
 #[derive(Debug, Args)]

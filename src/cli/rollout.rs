@@ -8,24 +8,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 
-use super::Status;
+use super::{Format, Status};
 use crate::rollout::{
     self, Call, Credentials, Entry, Landing, Reply, Settings, State, Summary, Transport, Trigger, Verdict,
 };
 use crate::simulate::report::group;
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Format {
-    /// Readable lines.
-    #[default]
-    Table,
-    /// One JSON object.
-    Json,
-}
 
 /// Arguments of `rollout`.
 #[derive(Debug, Args)]

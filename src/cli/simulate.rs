@@ -6,22 +6,12 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use super::{PolicySource, Status};
+use super::{Format, PolicySource, Status};
 use crate::simulate::fleet::Fleet;
 use crate::simulate::report::Rate;
 use crate::simulate::{self, Setup, Sinks, html};
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Format {
-    /// A table for people.
-    #[default]
-    Table,
-    /// One JSON object.
-    Json,
-}
 
 /// Arguments of `simulate`.
 #[derive(Debug, Args)]

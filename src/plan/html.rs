@@ -5,39 +5,26 @@
 use std::fmt::Write as _;
 
 use super::{Plan, duration_words};
+use crate::simulate::html::{esc, page_start};
 use crate::simulate::report::group;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 /// The report.
 pub fn render(p: &Plan) -> String {
-    let mut o = String::with_capacity(32 * 1024);
     let title = format!("dps-allocator plan: {} movers", group(p.movers));
+    let mut o = String::with_capacity(32 * 1024);
+    o.push_str(&page_start(
+        &title,
+        "table{border-collapse:collapse} td,th{padding:.2rem .8rem .2rem 0;text-align:left} td.n{text-align:right}",
+    ));
     let _ = write!(
         o,
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{t}</title>
-<style>
-body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem;color:#1b1f24;max-width:1200px}}
-h1{{font-size:1.5rem}} h2{{font-size:1.15rem;margin-top:2.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}}
-table{{border-collapse:collapse}} td,th{{padding:.2rem .8rem .2rem 0;text-align:left}} td.n{{text-align:right}}
-.legend span{{display:inline-block;margin-right:1.2rem}} .sw{{display:inline-block;width:.9rem;height:.9rem;vertical-align:middle;margin-right:.3rem}}
-svg text{{font-size:11px;fill:#1b1f24}} .note{{color:#57606a;font-size:.9rem}}
-</style></head><body>
-<h1>{t}</h1>
-<table>
+        r#"<table>
 <tr><td>plan</td><td>{dur} at {rate} devices/min ({per} started per minute)</td></tr>
 <tr><td>binding limit</td><td><b>{bind}</b></td></tr>
 <tr><td>all at once</td><td>{aao} ({thr} throttled requests, peak {peak} attempts/min)</td></tr>
 <tr><td>background</td><td>{bg} registrations/min from devices that re-provision on restart</td></tr>
 </table>
 "#,
-        t = esc(&title),
         dur = duration_words(p.duration_s),
         rate = group(p.rate_per_min.round() as u64),
         per = group(p.per_minute),

@@ -108,18 +108,26 @@ pub fn compile_with(sources: Vec<Source>, fences: &dyn FenceFiles) -> Result<Rev
     let names: Vec<String> = sources.iter().map(|s| s.name.to_string()).collect();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile_unguarded(sources, fences))).unwrap_or_else(
         |panic| {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            let why: String = why.chars().take(200).collect();
+            let why = panic_message(&*panic, 200);
             Err(PolicyErrors::single(format!(
                 "{}: internal error while compiling the policy ({why}); please report it",
                 names.join(", ")
             )))
         },
     )
+}
+
+/// A panic's message (a `&str` or `String` payload), at most `max` characters: for the one line that
+/// reports a caught panic, here and in the binary's panic hook.
+pub fn panic_message(payload: &(dyn std::any::Any + Send), max: usize) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+        .chars()
+        .take(max)
+        .collect()
 }
 
 fn compile_unguarded(sources: Vec<Source>, fence_files: &dyn FenceFiles) -> Result<Revision, PolicyErrors> {

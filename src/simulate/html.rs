@@ -7,8 +7,27 @@ use std::fmt::Write as _;
 
 use super::report::{Summary, duration_words, group};
 
+/// The opening of a self-contained report page: the shared style (with `extra_css` for the page's own
+/// tables) and the title as its heading. The plan's report uses it too.
+pub(crate) fn page_start(title: &str, extra_css: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{t}</title>
+<style>
+body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem;color:#1b1f24;max-width:1200px}}
+h1{{font-size:1.5rem}} h2{{font-size:1.15rem;margin-top:2.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}}
+{extra_css}
+.legend span{{display:inline-block;margin-right:1.2rem}} .sw{{display:inline-block;width:.9rem;height:.9rem;vertical-align:middle;margin-right:.3rem}}
+svg text{{font-size:11px;fill:#1b1f24}} .note{{color:#57606a;font-size:.9rem}}
+</style></head><body>
+<h1>{t}</h1>
+"#,
+        t = esc(title)
+    )
+}
+
 /// Escapes text for HTML and SVG.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -17,23 +36,12 @@ fn esc(s: &str) -> String {
 
 /// The report.
 pub fn render(s: &Summary) -> String {
-    let mut o = String::with_capacity(64 * 1024);
     let title = format!("dps-allocator simulation: {} devices", group(s.devices));
-    let _ = write!(
-        o,
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{t}</title>
-<style>
-body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem;color:#1b1f24;max-width:1200px}}
-h1{{font-size:1.5rem}} h2{{font-size:1.15rem;margin-top:2.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}}
-table.kv td{{padding:.15rem .8rem .15rem 0}} table.kv td:first-child{{color:#57606a}}
-.legend span{{display:inline-block;margin-right:1.2rem}} .sw{{display:inline-block;width:.9rem;height:.9rem;vertical-align:middle;margin-right:.3rem}}
-svg text{{font-size:11px;fill:#1b1f24}} .note{{color:#57606a;font-size:.9rem}}
-</style></head><body>
-<h1>{t}</h1>
-"#,
-        t = esc(&title)
-    );
+    let mut o = String::with_capacity(64 * 1024);
+    o.push_str(&page_start(
+        &title,
+        "table.kv td{padding:.15rem .8rem .15rem 0} table.kv td:first-child{color:#57606a}",
+    ));
     summary_table(&mut o, s);
     let _ = write!(o, "<h2>Hub load</h2>");
     hub_chart(&mut o, s);

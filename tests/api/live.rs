@@ -97,6 +97,21 @@ impl Server {
     }
 }
 
+/// Runs the binary to its end in the repository: exit code, standard output, standard error.
+pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(repo())
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The address in a `listening` (or `admin listening`) log event: `{"message":"listening","addr":"…"}`.
 pub fn event_addr(line: &str, message: &str) -> Option<SocketAddr> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;

@@ -2,22 +2,7 @@
 //! boolean environment twins take what Compose and Kubernetes files write (1/0, yes/no, on/off); an
 //! invalid environment value is named as the variable the operator set, not a flag they never typed.
 
-use std::process::Command;
-
-use crate::live::{BIN, Server, get};
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::live::{Server, get, run_bin as run};
 
 #[test]
 fn a_policy_directory_that_does_not_exist_is_exit_2_with_one_line() {

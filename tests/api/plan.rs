@@ -5,22 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::repo;
-use crate::live::{BIN, temp_dir};
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(repo())
-        .output()
-        .expect("runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::live::{run_bin as run, temp_dir};
 
 #[test]
 fn from_simulate_moves_to_a_schedule_and_a_report() {
