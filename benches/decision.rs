@@ -228,7 +228,7 @@ fn bench_cache(c: &mut Criterion) {
     let rev2 = dps_allocator::policy::load_dir(&dir).expect("shipped policy");
     let no_cache = Service::for_revision(rev).expect("service");
     let cache = Service::for_revision(rev2).expect("service").with_cache(
-        dps_allocator::server::cache::SUGGESTED_CAPACITY,
+        dps_allocator::server::cache::DEFAULT_CAPACITY,
         Duration::from_secs(3600),
     );
     let current = cache.policy.active().expect("active");
@@ -254,7 +254,7 @@ fn bench_cache(c: &mut Criterion) {
     let tiny = Service::for_revision(dps_allocator::policy::load_dir(&dir).expect("policy"))
         .expect("service")
         .with_cache(
-            dps_allocator::server::cache::SUGGESTED_CAPACITY,
+            dps_allocator::server::cache::DEFAULT_CAPACITY,
             Duration::from_secs(3600),
         );
     let tiny_rev = tiny.policy.active().expect("active");

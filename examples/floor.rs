@@ -1,26 +1,45 @@
-//! The floor of the HTTP benchmark (scripts/bench.sh): a minimal actix-web server that reads the same
-//! AllocationRequest type as dps-allocator and answers `linkedHubs[0]`, with no policy, no metrics, no
-//! logging. dps-allocator's throughput and latency are reported as ratios to this.
+//! The floor of the HTTP benchmark (scripts/bench.sh): a bare actix-web server that deserialises only
+//! `deviceRuntimeContext.registrationId` and `linkedHubs` with serde (into owned strings; every other
+//! member is skipped) and answers `{"iotHubHostName": linkedHubs[0]}`, with no policy, no metrics, no
+//! logging. dps-allocator's throughput and latency are reported as ratios to this (issue 15 defines it).
 //!
 //! Usage: `cargo run --release --example floor -- [ADDR] [WORKERS]` (default 127.0.0.1:0, 1 worker).
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use dps_allocator::dps::{AllocationRequest, AllocationResponse};
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request {
+    #[allow(dead_code)] // read (it is part of the floor's work), never used
+    device_runtime_context: Context,
+    linked_hubs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Context {
+    #[allow(dead_code)]
+    registration_id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Response<'a> {
+    iot_hub_host_name: &'a str,
+}
 
 async fn allocate(body: web::Bytes) -> HttpResponse {
-    match AllocationRequest::parse(&body) {
-        Ok(req) => {
-            let response = AllocationResponse {
-                iot_hub_host_name: req.linked_hubs[0].as_str(),
-                initial_twin: None,
-                payload: None,
-            };
-            match serde_json::to_vec(&response) {
-                Ok(json) => HttpResponse::Ok().content_type("application/json").body(json),
-                Err(_) => HttpResponse::InternalServerError().finish(),
-            }
-        }
-        Err(e) => HttpResponse::BadRequest().content_type("application/json").body(e.0),
+    let req = match serde_json::from_slice::<Request>(&body) {
+        Ok(req) => req,
+        Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
+    };
+    let Some(hub) = req.linked_hubs.first() else {
+        return HttpResponse::BadRequest().body("linkedHubs is empty");
+    };
+    match serde_json::to_vec(&Response { iot_hub_host_name: hub }) {
+        Ok(json) => HttpResponse::Ok().content_type("application/json").body(json),
+        Err(_) => HttpResponse::InternalServerError().finish(),
     }
 }
 

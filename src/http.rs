@@ -18,16 +18,17 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::middleware::Condition;
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use tracing_actix_web::{RequestId, TracingLogger};
 
 pub use span::RequestSpan;
 
-use crate::answer::{Answer, ApiError, ErrorBody, ErrorCode, ExplainReport};
+use crate::answer::{ApiError, ErrorBody, ErrorCode, ExplainReport};
 use crate::policy::Revision;
-use crate::server::Service;
 use crate::server::keys::KEY_HEADER;
-use crate::telemetry::events::{self, CacheUse, DecisionEvent};
+use crate::server::{Served, Service};
+use crate::telemetry::events::{self, DecisionEvent};
 
 /// Request bodies larger than this get 413 (DPS messages are at most 96 KB).
 pub const BODY_LIMIT: usize = 128 * 1024;
@@ -63,7 +64,8 @@ pub struct AdminGate {
     pub keyed: bool,
 }
 
-/// The application of a single listener: every route, with the request span (request ids) around them.
+/// The application of a single listener: every route (with the request span around them when debug
+/// logging is on).
 pub fn app(
     service: web::Data<Service>,
 ) -> App<
@@ -78,7 +80,10 @@ pub fn app(
     app_for(service, Listener::Single)
 }
 
-/// The application of one listener: its routes, with the request span around them; any other path 404.
+/// The application of one listener: its routes; any other path 404. The request span
+/// (tracing-actix-web, one span per request, at debug level) is there only when debug logging is on: at
+/// the default level it would cost a request id string, a route string and a span per request that
+/// nothing reads (docs/performance.md). Every log line a request writes carries its request id either way.
 pub fn app_for(
     service: web::Data<Service>,
     listener: Listener,
@@ -99,7 +104,10 @@ pub fn app_for(
     App::new()
         .app_data(service)
         .app_data(web::Data::new(AdminGate { keyed }))
-        .wrap(TracingLogger::<RequestSpan>::new())
+        .wrap(Condition::new(
+            tracing::enabled!(tracing::Level::DEBUG),
+            TracingLogger::<RequestSpan>::new(),
+        ))
         .configure(|cfg| configure(cfg, listener))
         .default_service(web::to(not_found))
 }
@@ -228,22 +236,40 @@ fn active(service: &Service, id: &str) -> Result<Arc<Revision>, ApiError> {
     })
 }
 
-/// [`Service::answer`], and the decision event.
-fn decide(service: &Service, rev: &Revision, body: &[u8], request_id: &str, started: Instant) -> Arc<Answer> {
-    let (answer, cache) = service.answer(rev, body);
-    emit(service, rev, &answer, request_id, cache, started);
-    answer
+/// The id of a request: the request span's, when debug logging installed it, else a new UUID (v4),
+/// written without allocating.
+pub struct ReqId([u8; 36]);
+
+impl ReqId {
+    fn of(req: &HttpRequest) -> ReqId {
+        let uuid = match req.extensions().get::<RequestId>() {
+            Some(id) => **id,
+            None => uuid::Uuid::new_v4(),
+        };
+        let mut buf = [0u8; 36];
+        uuid.hyphenated().encode_lower(&mut buf);
+        ReqId(buf)
+    }
+
+    fn as_str(&self) -> &str {
+        // Always ASCII hex and hyphens.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
-fn emit(service: &Service, rev: &Revision, answer: &Answer, request_id: &str, cache: CacheUse, started: Instant) {
+/// [`Service::answer`], and the decision event.
+fn decide(service: &Service, rev: &Revision, body: &[u8], request_id: &str, started: Instant) -> Arc<Served> {
+    let (served, cache) = service.answer(rev, body);
     DecisionEvent {
         request_id,
-        answer,
+        answer: &served.answer,
+        prepared: &served.prepared,
         revision: &rev.id,
         cache,
         elapsed: started.elapsed(),
     }
     .emit(&service.metrics);
+    served
 }
 
 /// The DPS custom allocation webhook.
@@ -268,14 +294,14 @@ async fn allocate(
     service: web::Data<Service>,
     req: HttpRequest,
     payload: web::Payload,
-    id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.to_string();
-    let body = admit(&service, &req, payload, &id).await?;
+    let id = ReqId::of(&req);
+    let id = id.as_str();
+    let body = admit(&service, &req, payload, id).await?;
     let started = Instant::now();
-    let rev = active(&service, &id)?;
-    let answer = decide(&service, &rev, &body, &id, started);
-    Ok(respond(&answer))
+    let rev = active(&service, id)?;
+    let served = decide(&service, &rev, &body, id, started);
+    Ok(respond(&served))
 }
 
 /// The decision allocate would make, with every step; changes nothing.
@@ -295,11 +321,11 @@ async fn explain(
     service: web::Data<Service>,
     req: HttpRequest,
     payload: web::Payload,
-    id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.to_string();
-    let body = admit(&service, &req, payload, &id).await?;
-    let rev = active(&service, &id)?;
+    let id = ReqId::of(&req);
+    let id = id.as_str();
+    let body = admit(&service, &req, payload, id).await?;
+    let rev = active(&service, id)?;
     let (answer, trace) = crate::answer::explain(&body, &rev, service.geoip.as_ref());
     let report = serde_json::to_vec(&ExplainReport::new(&answer, &trace, &rev)).map_err(|_| ApiError::internal())?;
     Ok(HttpResponse::Ok().content_type("application/json").body(report))
@@ -312,8 +338,9 @@ async fn explain(
     request_body(content = envelope::EnvelopeRequest, content_type = "application/json"),
     responses((status = 200, description = "Always 200: the DPS status is Outputs.res.statusCode", body = envelope::EnvelopeResponse))
 )]
-async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::Payload, id: RequestId) -> HttpResponse {
-    let id = id.to_string();
+async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let id = ReqId::of(&req);
+    let id = id.as_str();
     let started = Instant::now();
     let outcome = async {
         let raw = read_body(&req, payload, envelope::ENVELOPE_LIMIT).await?;
@@ -321,24 +348,25 @@ async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::P
         if !(key_allows(&service, &req) || incoming.has_key(&service.keys)) {
             return Err(ApiError::unauthorized());
         }
-        let rev = active(&service, &id)?;
-        Ok(decide(&service, &rev, &incoming.body, &id, started))
+        let rev = active(&service, id)?;
+        Ok(decide(&service, &rev, &incoming.body, id, started))
     }
     .await;
     let (status, body, log) = match outcome {
-        Ok(a) => {
+        Ok(served) => {
+            let a = &served.answer;
             let line = format!(
                 "dps-allocator: {} {} decision {} ({})",
                 a.status,
                 a.hub().unwrap_or("-"),
                 a.decision_id,
-                a.summary.as_ref().map(|s| s.header()).unwrap_or_default()
+                served.header.as_deref().unwrap_or_default()
             );
             (a.status, a.body.clone(), line)
         }
         Err(e) => {
             if e.code != ErrorCode::NotReady {
-                events::refused(&id, e.code(), e.status(), &e.message, &service.metrics);
+                events::refused(id, e.code(), e.status(), &e.message, &service.metrics);
             }
             let line = format!("dps-allocator: {} {}: {}", e.status(), e.code(), e.message);
             (e.status(), web::Bytes::from(e.body()), line)
@@ -349,16 +377,13 @@ async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::P
         .body(envelope::wrap(status, &body, &[log]))
 }
 
-fn respond(answer: &Answer) -> HttpResponse {
+fn respond(served: &Served) -> HttpResponse {
+    let answer = &served.answer;
     let status = actix_web::http::StatusCode::from_u16(answer.status)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     let mut res = HttpResponse::build(status);
     res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
-    if let Some(h) = answer
-        .summary
-        .as_ref()
-        .and_then(|s| HeaderValue::from_str(&s.header()).ok())
-    {
+    if let Some(h) = served.header.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
         res.insert_header((HeaderName::from_static(DECISION_HEADER), h));
     }
     if let Some(secs) = answer.error.as_ref().and_then(ApiError::retry_after) {

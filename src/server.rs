@@ -16,10 +16,32 @@ use crate::answer::{self, Answer};
 use crate::geo::GeoIp;
 use crate::policy::Revision;
 use crate::telemetry::Metrics;
-use crate::telemetry::events::CacheUse;
+use crate::telemetry::events::{CacheUse, Prepared};
 use cache::DecisionCache;
 use keys::ApiKeys;
 use reload::{Attempt, PolicySource, PolicyStore, ReloadResult, Trigger, now_unix};
+
+/// An answer ready to serve again: the answer, its decision header, and its log fields and counters.
+/// What the decision cache keeps.
+pub struct Served {
+    /// The answer.
+    pub answer: Answer,
+    /// The `x-dps-allocator-decision` header, for answers that carry a decision.
+    pub header: Option<String>,
+    /// The log fields and counters.
+    pub prepared: Prepared,
+}
+
+impl Served {
+    /// Prepares `answer`, given under `revision`, for serving.
+    pub fn new(answer: Answer, revision: &str, metrics: &Metrics) -> Self {
+        Served {
+            header: answer.summary.as_ref().map(answer::Summary::header),
+            prepared: Prepared::new(&answer, revision, metrics),
+            answer,
+        }
+    }
+}
 
 /// Everything a request handler needs.
 pub struct Service {
@@ -28,7 +50,7 @@ pub struct Service {
     /// The GeoIP database, when configured.
     pub geoip: Option<GeoIp>,
     /// The decision cache.
-    pub cache: DecisionCache,
+    pub cache: DecisionCache<Arc<Served>>,
     /// The metrics.
     pub metrics: Metrics,
     /// The API keys (empty: no key required).
@@ -42,7 +64,7 @@ impl Service {
     pub fn new(
         source: PolicySource,
         geoip: Option<GeoIp>,
-        cache: DecisionCache,
+        cache: DecisionCache<Arc<Served>>,
         keys: ApiKeys,
     ) -> Result<Self, prometheus::Error> {
         let metrics = Metrics::new()?;
@@ -100,26 +122,29 @@ impl Service {
         attempt
     }
 
-    /// The answer to one body under one revision: from the decision cache, else decided (and cached).
-    pub fn answer(&self, rev: &Revision, body: &[u8]) -> (Arc<Answer>, CacheUse) {
+    /// The answer to one body under one revision: from the decision cache, else decided (and offered to
+    /// the cache).
+    pub fn answer(&self, rev: &Revision, body: &[u8]) -> (Arc<Served>, CacheUse) {
         let key = self
             .cache
             .enabled()
-            .then(|| DecisionCache::key(&rev.id, self.geoip_stamp(), body));
+            .then(|| DecisionCache::<Arc<Served>>::key(&rev.id, self.geoip_stamp(), body));
         if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
             return (hit, CacheUse::Hit);
         }
-        let answer = Arc::new(answer::allocate(body, rev, self.geoip.as_ref()));
+        let answer = answer::allocate(body, rev, self.geoip.as_ref());
+        let served = Arc::new(Served::new(answer, &rev.id, &self.metrics));
         let cache = match key {
-            // Only decisions are cached: a malformed body is cheap to refuse again.
-            Some(k) if answer.summary.is_some() => {
-                self.cache.insert(k, answer.clone());
+            Some(k) => {
+                // Only decisions are cached: a malformed body is cheap to refuse again.
+                if served.answer.summary.is_some() {
+                    self.cache.offer(k, || served.clone());
+                }
                 CacheUse::Miss
             }
-            Some(_) => CacheUse::Miss,
             None => CacheUse::Off,
         };
-        (answer, cache)
+        (served, cache)
     }
 
     /// What identifies the GeoIP database in cache keys (0: none).

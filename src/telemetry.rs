@@ -1,7 +1,8 @@
 //! Telemetry: log set-up, the Prometheus [`Metrics`], and the typed [`events`] that both log and count.
 //!
-//! Logs go to standard output through tracing, filtered by `RUST_LOG` (default `info`), written by a
-//! background thread so a slow terminal or pipe never stalls a request. Standard output, because the Azure
+//! Logs go to standard output through tracing, filtered by `RUST_LOG` (default `info`), gathered in one
+//! buffer and written in batches by a background thread ([`sink`]) so a slow terminal or pipe never stalls
+//! a request. Standard output, because the Azure
 //! Functions host logs a custom handler's stdout lines at Information and every stderr line at Error
 //! (`UseStdErrorStreamForErrorsOnly` in azure-functions-host's `WorkerProcess`): standard error is kept for
 //! the one line of a fatal start-up error. The format is JSON lines when standard output is not a
@@ -11,10 +12,15 @@
 pub mod events;
 pub(crate) mod json;
 mod metrics;
+pub mod sink;
 
 pub use metrics::Metrics;
 
+use std::sync::OnceLock;
+
 use tracing_subscriber::EnvFilter;
+
+use sink::{Sink, SinkGuard};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -41,23 +47,52 @@ impl LogFormat {
 
 /// Keeps the background log writer alive; logs written before it drops are flushed.
 pub struct LogGuard {
-    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _writer: Option<SinkGuard>,
+}
+
+/// The log buffer of the installed JSON subscriber: decision lines are written into it directly, in the
+/// same format (see [`events::Prepared`]). None before [`init`], with another format, or in tests that
+/// install their own subscriber.
+static JSON_SINK: OnceLock<Sink> = OnceLock::new();
+
+/// The JSON log buffer, when JSON logging is installed.
+pub(crate) fn json_sink() -> Option<&'static Sink> {
+    JSON_SINK.get()
+}
+
+/// Log lines dropped so far because standard output did not keep up.
+pub fn dropped_log_lines() -> u64 {
+    JSON_SINK.get().map_or(0, Sink::dropped)
 }
 
 /// Installs the global subscriber (a second call leaves the first in place).
 pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // The writer thread drains lines into a buffer and flushes when the queue is empty: one write per
-    // burst rather than per line.
-    let (writer, guard) =
-        tracing_appender::non_blocking(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    let installed = match format.resolve(terminal) {
-        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
-        _ => builder.with_target(false).with_ansi(colour).try_init(),
+    let Ok((sink, guard)) = Sink::spawn(std::io::stdout()) else {
+        // No thread for the writer: log synchronously.
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout);
+        let _ = match format.resolve(terminal) {
+            LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
+            _ => builder.with_target(false).with_ansi(colour).try_init(),
+        };
+        return LogGuard { _writer: None };
     };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(sink.clone());
+    let json = format.resolve(terminal) == LogFormat::Json;
+    let installed = if json {
+        builder.event_format(json::JsonLines).try_init()
+    } else {
+        builder.with_target(false).with_ansi(colour).try_init()
+    };
+    if installed.is_ok() && json {
+        let _ = JSON_SINK.set(sink);
+    }
     LogGuard {
         _writer: installed.ok().map(|()| guard),
     }

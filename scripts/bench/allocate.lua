@@ -1,11 +1,16 @@
--- wrk script for scripts/bench.sh: realistic AllocationRequests (about 900 bytes, as DPS sends them)
--- rotated over BENCH_IDS registration ids (default 20000). The mix: 60 % Fabrikam sensors (weighted
--- hashing, tenant twin, templated payload), 20 % Fabrikam vehicles reporting an IP (geo-latency through
--- GeoIP), 10 % the tutorial's toaster (static, twin), 10 % sensors re-registering (sticky).
+-- wrk script for scripts/bench.sh: realistic AllocationRequests (about 900 bytes, as DPS sends them).
+-- BENCH_MIX=fleet (default), for the shipped policies: 60 % Fabrikam sensors (weighted hashing, tenant twin,
+-- templated payload), 20 % Fabrikam vehicles reporting an IP (geo-latency through GeoIP), 10 % the
+-- tutorial's toaster (static, twin), 10 % sensors re-registering (sticky).
+-- BENCH_MIX=tutorial, for scripts/bench/tutorial (issue 15's set-up): half toasters, half heat pumps.
+-- BENCH_IDS=N: N devices re-registering in rotation, the same body for a device each time (default 20000
+-- for fleet, 1000 for tutorial). BENCH_IDS=0: every request a new device (an id never sent before in the run).
 
-local n = tonumber(os.getenv("BENCH_IDS") or "20000")
+local mix = os.getenv("BENCH_MIX") or "fleet"
+local n = tonumber(os.getenv("BENCH_IDS") or (mix == "tutorial" and "1000" or "20000"))
 local bodies = {}
 local i = 0
+local thread_no = 0
 
 local fabrikam = '["fabrikam-weu-1.azure-devices.net","fabrikam-neu-1.azure-devices.net",' ..
   '"fabrikam-eus-1.azure-devices.net","fabrikam-sea-1.azure-devices.net","fabrikam-eus-old.azure-devices.net"]'
@@ -20,7 +25,13 @@ local function enrollment(group, hubs)
     '"customAllocationDefinition":{"webhookUrl":"https://contoso-alloc.azurewebsites.net/api/allocate?****","apiVersion":"2021-10-01"}}'
 end
 
-local function body(k)
+local tutorial_head = '{"enrollmentGroup":' .. enrollment("contoso-custom-allocated-devices", contoso) ..
+  ',"deviceRuntimeContext":{"registrationId":"'
+local tutorial_kinds = { "-contoso-tstrsd-007", "-contoso-hpsd-088" }
+local tutorial_tail = '","symmetricKey":{},"payload":{"MyDeviceFirmwareVersion":"12.0.2.5",' ..
+  '"MyDeviceProvisioningVersion":"1.0.0.0"}},"linkedHubs":' .. contoso .. '}'
+
+local function fleet_body(k)
   local kind = k % 10
   if kind < 6 then
     return '{"enrollmentGroup":' .. enrollment("fabrikam-sensors", fabrikam) ..
@@ -43,6 +54,18 @@ local function body(k)
   end
 end
 
+local function body(k)
+  if mix == "tutorial" then
+    return tutorial_head .. "breakroom" .. k .. tutorial_kinds[k % 2 + 1] .. tutorial_tail
+  end
+  return fleet_body(k)
+end
+
+setup = function(thread)
+  thread:set("thread_no", thread_no)
+  thread_no = thread_no + 1
+end
+
 init = function(args)
   for k = 1, n do
     bodies[k] = body(k)
@@ -50,8 +73,16 @@ init = function(args)
 end
 
 request = function()
-  i = i % n + 1
-  return wrk.format("POST", "/api/allocate", { ["Content-Type"] = "application/json" }, bodies[i])
+  local b
+  if n == 0 then
+    -- a new device every request: the thread number keeps threads apart, the counter runs
+    i = i + 1
+    b = body(thread_no * 100000000 + i)
+  else
+    i = i % n + 1
+    b = bodies[i]
+  end
+  return wrk.format("POST", "/api/allocate", { ["Content-Type"] = "application/json" }, b)
 end
 
 done = function(summary, latency, requests)

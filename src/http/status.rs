@@ -227,6 +227,13 @@ pub async fn metrics(service: web::Data<Service>, gate: web::Data<super::AdminGa
         return e.error_response();
     }
     service.metrics.sync_geoip(service.geoip.as_ref());
+    let _ = service.cache.entries(); // runs moka's pending evictions first
+    let evicted = service.cache.evictions();
+    service.metrics.sync_evictions(
+        "decision",
+        evicted.size.load(std::sync::atomic::Ordering::Relaxed),
+        evicted.expired.load(std::sync::atomic::Ordering::Relaxed),
+    );
     match service.metrics.render() {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")

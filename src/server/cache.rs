@@ -2,48 +2,89 @@
 //! the active policy would give.
 //!
 //! A decision is a pure function of the request body, the policy revision and the GeoIP database. The key
-//! is exactly those bytes: the revision id, the GeoIP database's build stamp, and the whole body. No hash
-//! stands in for the key (moka compares keys in full), so a collision can never return another device's
-//! answer; a new revision simply misses (and the cache is cleared when one activates). A hit skips
-//! parsing, deciding and rendering. Capacity 0 turns the cache off.
+//! is a 128-bit XXH3 hash of the whole body, seeded with the revision id and the GeoIP database's build
+//! stamp: a new revision or database can never hit an old entry (and the cache is cleared when a revision
+//! activates). Two different bodies share a key with probability about n² / 2¹²⁹ for n cached entries
+//! (below 10⁻²⁹ at the default capacity), far below the rate of undetected memory errors; the key costs one
+//! pass over the body and 16 bytes per entry instead of a copy of the body.
+//!
+//! Admission: a body is stored the second time it is seen, not the first. Most DPS traffic is first
+//! registrations that never repeat, and storing an entry (moka's bookkeeping, an allocation) costs more
+//! than deciding again; a small bit set of recently seen keys (a "doorkeeper", as in TinyLFU) lets those
+//! pass with a few instructions, so a cache that only misses costs almost nothing, while a device that
+//! re-registers (DPS retries, reprovisioning waves, restarts) is answered from the cache from its third
+//! request on. The bit set has 16 bits per entry of capacity and forgets everything after twice the
+//! capacity's worth of new keys, so a device coming back within two cache-fulls of other devices is
+//! admitted, and a false "seen" stays rare (about 5 %; it only ever costs an entry). Capacity 0 turns the
+//! cache off.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use xxhash_rust::xxh3::Xxh3DefaultBuilder;
+use moka::notification::RemovalCause;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128_with_seed};
 
-use crate::answer::Answer;
-
-/// Entries kept by default: none. Measured (docs/benchmarks.md), a hit is several times cheaper than
-/// deciding but a miss several times dearer, so the cache pays only when well over a third of requests
-/// repeat an earlier body within the TTL, which DPS traffic (first registrations, rare re-registrations)
-/// does not do.
-pub const DEFAULT_CAPACITY: u64 = 0;
-/// A sensible size when the cache is turned on.
-pub const SUGGESTED_CAPACITY: u64 = 16_384;
+/// Entries kept by default. With the doorkeeper a miss costs about what no cache costs and a hit a
+/// fraction of a decision (docs/benchmarks.md); at this size the cache's memory stays small (the RSS at
+/// full is measured in docs/benchmarks.md).
+pub const DEFAULT_CAPACITY: u64 = 65_536;
 /// Seconds an entry lives by default.
 pub const DEFAULT_TTL_SECS: u64 = 300;
+/// Bits of the doorkeeper per entry of capacity (128 KiB at the default capacity).
+const DOORKEEPER_BITS_PER_ENTRY: u64 = 16;
 
-/// The cache key: revision id, GeoIP stamp, body.
-pub type Key = Box<[u8]>;
+/// The cache key: 128 bits of XXH3 over the body, seeded by revision and GeoIP database.
+pub type Key = u128;
 
-/// The decision cache.
-pub struct DecisionCache {
-    inner: Option<moka::sync::Cache<Key, Arc<Answer>, Xxh3DefaultBuilder>>,
+/// The decision cache, generic over what it keeps (the server keeps ready-to-serve answers).
+pub struct DecisionCache<V: Clone + Send + Sync + 'static> {
+    inner: Option<moka::sync::Cache<Key, V, KeyHasher>>,
+    doorkeeper: Doorkeeper,
+    evicted: Arc<Evictions>,
     capacity: u64,
     ttl: Duration,
 }
 
-impl DecisionCache {
+/// Entries moka dropped to stay within capacity, or past their time to live.
+#[derive(Default)]
+pub struct Evictions {
+    /// Over capacity.
+    pub size: AtomicU64,
+    /// Past the TTL.
+    pub expired: AtomicU64,
+}
+
+impl<V: Clone + Send + Sync + 'static> DecisionCache<V> {
     /// A cache of `capacity` entries living `ttl` each; capacity 0 disables it.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
+        let evicted = Arc::new(Evictions::default());
+        let counts = evicted.clone();
         let inner = (capacity > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .build_with_hasher(Xxh3DefaultBuilder::new())
+                .eviction_listener(move |_k, _v, cause| match cause {
+                    RemovalCause::Size => {
+                        counts.size.fetch_add(1, Ordering::Relaxed);
+                    }
+                    RemovalCause::Expired => {
+                        counts.expired.fetch_add(1, Ordering::Relaxed);
+                    }
+                    RemovalCause::Explicit | RemovalCause::Replaced => {}
+                })
+                .build_with_hasher(KeyHasher)
         });
-        DecisionCache { inner, capacity, ttl }
+        DecisionCache {
+            inner,
+            doorkeeper: Doorkeeper::new(
+                usize::try_from(capacity.saturating_mul(DOORKEEPER_BITS_PER_ENTRY).clamp(0, 1 << 30))
+                    .unwrap_or(1 << 30),
+            ),
+            evicted,
+            capacity,
+            ttl,
+        }
     }
 
     /// A disabled cache.
@@ -58,24 +99,23 @@ impl DecisionCache {
 
     /// The key of a request body under a revision and GeoIP database.
     pub fn key(revision: &str, geoip_stamp: u64, body: &[u8]) -> Key {
-        let mut k = Vec::with_capacity(revision.len() + 9 + body.len());
-        k.extend_from_slice(revision.as_bytes());
-        k.push(0);
-        k.extend_from_slice(&geoip_stamp.to_le_bytes());
-        k.extend_from_slice(body);
-        k.into_boxed_slice()
+        xxh3_128_with_seed(body, xxh3_64(revision.as_bytes()) ^ geoip_stamp.rotate_left(32))
     }
 
     /// The cached answer, if any.
-    pub fn get(&self, key: &Key) -> Option<Arc<Answer>> {
+    pub fn get(&self, key: &Key) -> Option<V> {
         self.inner.as_ref()?.get(key)
     }
 
-    /// Keeps an answer.
-    pub fn insert(&self, key: Key, answer: Arc<Answer>) {
-        if let Some(c) = &self.inner {
-            c.insert(key, answer);
+    /// Keeps an answer if its key was seen before (within the doorkeeper's window); else only notes the
+    /// key. Returns whether it was stored.
+    pub fn offer(&self, key: Key, value: impl FnOnce() -> V) -> bool {
+        let Some(c) = &self.inner else { return false };
+        if !self.doorkeeper.seen_before(key) {
+            return false;
         }
+        c.insert(key, value());
+        true
     }
 
     /// Drops every entry (a new revision is active: old entries can never hit again).
@@ -83,6 +123,7 @@ impl DecisionCache {
         if let Some(c) = &self.inner {
             c.invalidate_all();
         }
+        self.doorkeeper.clear();
     }
 
     /// Entries now.
@@ -91,6 +132,11 @@ impl DecisionCache {
             c.run_pending_tasks();
             c.entry_count()
         })
+    }
+
+    /// Entries evicted so far.
+    pub fn evictions(&self) -> &Evictions {
+        &self.evicted
     }
 
     /// Configured capacity.
@@ -104,24 +150,137 @@ impl DecisionCache {
     }
 }
 
+/// Keys are already uniform hashes: moka's table uses their low 64 bits as they are.
+#[derive(Clone, Default)]
+pub struct KeyHasher;
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+/// Hashes a `u128` key to its own low bits (mixed with the high ones).
+pub struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for u128 keys; a plain fold keeps it correct for anything else.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0 ^= (i as u64) ^ ((i >> 64) as u64);
+    }
+}
+
+/// Remembers which keys were offered recently, two bits per key, forgetting all after `window` new keys
+/// (an eighth of its bits: a key never seen is taken for seen about 5 % of the time at most).
+struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    marked: AtomicU64,
+    window: u64,
+}
+
+impl Doorkeeper {
+    fn new(bits: usize) -> Self {
+        Doorkeeper {
+            bits: (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            marked: AtomicU64::new(0),
+            window: (bits / 8) as u64,
+        }
+    }
+
+    /// Whether `key` was marked before; marks it.
+    fn seen_before(&self, key: Key) -> bool {
+        let n = self.bits.len() * 64;
+        if n == 0 {
+            return false;
+        }
+        let (a, b) = ((key as u64) as usize % n, ((key >> 64) as u64) as usize % n);
+        let was = [a, b].map(|i| {
+            let mask = 1u64 << (i % 64);
+            self.bits[i / 64].fetch_or(mask, Ordering::Relaxed) & mask != 0
+        });
+        if was == [true, true] {
+            return true;
+        }
+        if self.marked.fetch_add(1, Ordering::Relaxed) + 1 >= self.window {
+            self.clear();
+        }
+        false
+    }
+
+    fn clear(&self) {
+        self.marked.store(0, Ordering::Relaxed);
+        for w in self.bits.iter() {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn keys_differ_by_revision_database_and_body() {
-        let a = DecisionCache::key("rev1", 0, b"{}");
-        assert_ne!(a, DecisionCache::key("rev2", 0, b"{}"));
-        assert_ne!(a, DecisionCache::key("rev1", 1, b"{}"));
-        assert_ne!(a, DecisionCache::key("rev1", 0, b"{ }"));
-        // The separator keeps a revision/body boundary from being ambiguous.
-        assert_ne!(DecisionCache::key("ab", 0, b"c"), DecisionCache::key("a", 0, b"bc"));
+        let k = |rev, stamp, body| DecisionCache::<()>::key(rev, stamp, body);
+        let a = k("rev1", 0, b"{}");
+        assert_ne!(a, k("rev2", 0, b"{}"));
+        assert_ne!(a, k("rev1", 1, b"{}"));
+        assert_ne!(a, k("rev1", 0, b"{ }"));
+        assert_eq!(a, k("rev1", 0, b"{}"));
     }
 
     #[test]
     fn a_disabled_cache_holds_nothing() {
-        let c = DecisionCache::disabled();
+        let c = DecisionCache::<u8>::disabled();
         assert!(!c.enabled());
+        assert!(!c.offer(1, || 1));
         assert_eq!(c.entries(), 0);
+    }
+
+    #[test]
+    fn a_body_is_stored_the_second_time_it_is_offered() {
+        let c = DecisionCache::<u32>::new(100, Duration::from_secs(60));
+        assert!(!c.offer(7, || 1), "first sight: only noted");
+        assert_eq!(c.get(&7), None);
+        assert!(c.offer(7, || 2), "second sight: stored");
+        assert_eq!(c.get(&7), Some(2));
+        c.clear();
+        assert_eq!(c.get(&7), None);
+        assert!(!c.offer(7, || 3), "clearing forgets what was seen");
+    }
+
+    #[test]
+    fn the_doorkeeper_rarely_takes_a_new_key_for_a_seen_one() {
+        let d = Doorkeeper::new(1 << 20);
+        let mut false_seen = 0;
+        let total = 3 * d.window;
+        for i in 0..total {
+            let key = xxh3_128_with_seed(&i.to_le_bytes(), 1);
+            false_seen += u64::from(d.seen_before(key));
+        }
+        // At most an eighth of the bits set per window, two bits per key: under 5 % on average.
+        assert!(false_seen * 100 < total * 5, "{false_seen} of {total}");
+    }
+
+    #[test]
+    fn evictions_over_capacity_are_counted() {
+        let c = DecisionCache::<u32>::new(10, Duration::from_secs(60));
+        for k in 0..100u128 {
+            c.offer(k, || 0);
+            c.offer(k, || 0);
+        }
+        let _ = c.entries();
+        assert!(c.evictions().size.load(Ordering::Relaxed) > 0);
     }
 }

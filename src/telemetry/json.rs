@@ -99,32 +99,83 @@ struct Escape<'a, 'w>(&'a mut Writer<'w>);
 
 impl fmt::Write for Escape<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut start = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let escaped = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[start..i])?;
-            if escaped.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escaped)?;
-            }
-            start = i + 1;
+        if !s.bytes().any(needs_escape) {
+            return self.0.write_str(s);
         }
-        self.0.write_str(&s[start..])
+        let mut out = Vec::with_capacity(s.len() + 8);
+        escape_into(&mut out, s);
+        self.0.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Appends `s` escaped for the inside of a JSON string (the common case, nothing to escape, is one copy).
+fn escape_into(out: &mut Vec<u8>, s: &str) {
+    if !s.bytes().any(needs_escape) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[start..i]);
+        if escaped.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escaped);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s.as_bytes()[start..]);
+}
+
+/// Appends a JSON string literal.
+pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    escape_into(out, s);
+    out.push(b'"');
+}
+
+/// Appends `,"key":` (the key is a plain identifier).
+pub(crate) fn push_key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Appends the opening every line has, as [`JsonLines`] writes it, up to the first field after
+/// `message`: `{"timestamp":"…","level":"INFO","target":"…","message":"…"`.
+pub(crate) fn push_line_start(out: &mut Vec<u8>, now: SystemTime, target: &str, message: &str) {
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    out.extend_from_slice(&timestamp(now));
+    out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":");
+    push_str(out, target);
+    out.extend_from_slice(b",\"message\":");
+    push_str(out, message);
 }
 
 /// RFC 3339 UTC with microseconds: the calendar date from `time`, the digits written directly rather than
 /// through the formatting machinery (this runs for every log line).
 fn write_timestamp(w: &mut impl fmt::Write, t: SystemTime) -> fmt::Result {
+    w.write_str(std::str::from_utf8(&timestamp(t)).map_err(|_| fmt::Error)?)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+fn timestamp(t: SystemTime) -> [u8; 27] {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let rem = secs % 86_400;
@@ -143,7 +194,7 @@ fn write_timestamp(w: &mut impl fmt::Write, t: SystemTime) -> fmt::Result {
     put(14, 2, (rem % 3600) / 60);
     put(17, 2, rem % 60);
     put(20, 6, u64::from(d.subsec_micros()));
-    w.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    buf
 }
 
 /// The UTC (year, month, day) of a time in seconds since the Unix epoch, from `time`.

@@ -3,7 +3,7 @@
 //! `uncatalogued`, a rule label a rule name, never a registration id, IP or URL.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
     exponential_buckets,
 };
 
@@ -24,6 +24,15 @@ pub struct Metrics {
     pub rejections: IntCounterVec,
     /// `cache_requests_total{cache,result}`.
     pub cache_requests: IntCounterVec,
+    /// `cache_requests_total{cache="decision",result="hit"}`, looked up once.
+    pub decision_cache_hits: IntCounter,
+    /// `cache_requests_total{cache="decision",result="miss"}`, looked up once.
+    pub decision_cache_misses: IntCounter,
+    /// `cache_evictions_total{cache,cause}`: entries the decision cache dropped to stay within its capacity
+    /// (`size`) or because they outlived the TTL (`expired`); a new revision's clearing is not counted.
+    pub cache_evictions: IntCounterVec,
+    /// `log_lines_dropped_total`: log lines dropped because standard output did not keep up.
+    pub log_lines_dropped: IntCounter,
     /// `policy_reloads_total{result}`: `activated`, `unchanged`, `failed`.
     pub reloads: IntCounterVec,
     /// `policy_revision_info{revision}`: 1 for the active revision.
@@ -69,6 +78,16 @@ impl Metrics {
             "Cache lookups, by cache and result.",
             &["cache", "result"],
         )?;
+        let cache_evictions = counter(
+            "cache_evictions_total",
+            "Entries evicted from a cache, by cache and cause (size: over capacity, expired: past the TTL).",
+            &["cache", "cause"],
+        )?;
+        let log_lines_dropped = IntCounter::with_opts(opts(
+            "log_lines_dropped_total",
+            "Log lines dropped because standard output did not keep up.",
+        ))?;
+        registry.register(Box::new(log_lines_dropped.clone()))?;
         let reloads = counter(
             "policy_reloads_total",
             "Policy reload attempts, by result.",
@@ -107,7 +126,11 @@ impl Metrics {
             duration,
             assignments,
             rejections,
+            decision_cache_hits: cache_requests.with_label_values(&["decision", "hit"]),
+            decision_cache_misses: cache_requests.with_label_values(&["decision", "miss"]),
             cache_requests,
+            cache_evictions,
+            log_lines_dropped,
             reloads,
             revision_info,
             loaded_timestamp,
@@ -139,8 +162,19 @@ impl Metrics {
         self.geoip_build_timestamp.set(db.build_epoch() as f64);
     }
 
+    /// Copies a cache's eviction counts (kept as atomics by the cache) into the metrics.
+    pub fn sync_evictions(&self, cache: &str, size: u64, expired: u64) {
+        for (cause, v) in [("size", size), ("expired", expired)] {
+            let c = self.cache_evictions.with_label_values(&[cache, cause]);
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let dropped = super::dropped_log_lines();
+        self.log_lines_dropped
+            .inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         let mut out = Vec::with_capacity(8 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)
