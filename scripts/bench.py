@@ -100,25 +100,37 @@ def floor():
     return Server([FLOOR, "127.0.0.1:{port}", "1"], "floor")
 
 
-def wrk(url, seconds=SECONDS, conns=64):
+def wrk(url, seconds=SECONDS, conns=64, mix="fleet", ids=None, dump=None):
+    env = {**os.environ, "BENCH_MIX": mix}
+    if ids is not None:
+        env["BENCH_IDS"] = str(ids)
+    if dump:
+        env["BENCH_DUMP"] = str(dump)
     out = sh(["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s",
-              str(ROOT / "scripts/bench/allocate.lua"), f"{url}/api/allocate"])
+              str(ROOT / "scripts/bench/allocate.lua"), f"{url}/api/allocate"], env=env)
     m = dict(kv.split("=") for kv in re.search(r"^BENCH (.*)$", out, re.M).group(1).split())
     m = {k: int(v) for k, v in m.items()}
     m["rps"] = m["requests"] / (m["duration_us"] / 1e6)
+    if m["non2xx"] or m["connect"] or m["read"] or m["timeout"]:
+        raise SystemExit(f"{url}: errors under load: {m}")
     return m
 
 
-def oha(url, rate=20000, seconds=SECONDS):
-    body = OUT / "body.json"
-    out = sh(["taskset", "-c", "1", "oha", "-z", f"{seconds}s", "-q", str(rate), "-c", "64",
-              "--latency-correction", "--no-tui", "--output-format", "json", "-m", "POST", "-D", str(body),
+def oha(url, rate=20000, seconds=SECONDS, conns=64, lines=None):
+    """A fixed offered load, latency-corrected; one body, or with `lines` a random line of that file each
+    request."""
+    body = ["-Z", str(lines)] if lines else ["-D", str(OUT / "body.json")]
+    out = sh(["taskset", "-c", "1", "oha", "-z", f"{seconds}s", "-q", str(rate), "-c", str(conns),
+              "--latency-correction", "--no-tui", "--output-format", "json", "-m", "POST", *body,
               "-T", "application/json", f"{url}/api/allocate"])
     d = json.loads(out)
     p = d["latencyPercentiles"]
+    codes = d.get("statusCodeDistribution", {})
+    if lines and set(codes) != {"200"}:
+        raise SystemExit(f"{url}: answers other than 200 under load: {codes}")
     return {"rps": d["summary"]["requestsPerSec"], "success": d["summary"]["successRate"],
             "p50": p["p50"] * 1e3, "p99": p["p99"] * 1e3, "p999": p["p99.9"] * 1e3,
-            "codes": d.get("statusCodeDistribution", {})}
+            "codes": codes}
 
 
 def prepare():
@@ -163,8 +175,6 @@ def http():
             time.sleep(0.5)
             m = wrk(s.url)
             s.stop()
-            if m["non2xx"] or m["connect"] or m["read"] or m["timeout"]:
-                raise SystemExit(f"{name}: errors under load: {m}")
             rounds[name].append(m)
     med = {k: statistics.median(x["rps"] for x in v) for k, v in rounds.items()}
     results["throughput"] = {"rounds": {k: [round(x["rps"]) for x in v] for k, v in rounds.items()},
@@ -180,6 +190,73 @@ def http():
             lat[name] = oha(s.url, rate=rate)
             s.stop()
         results[key] = lat
+
+
+TUTORIAL = ROOT / "scripts" / "bench" / "tutorial"
+
+
+def tutorial(extra=(), name="tutorial"):
+    """dps-allocator as issue 15 measures it: the tutorial policy, default settings (cache on), one JSON
+    decision line per decision to a file, metrics on."""
+    return Server([BIN, "serve", "--listen", "127.0.0.1:{port}", "--workers", "1", "--policies", TUTORIAL,
+                   "--log-format", "json", *extra], name)
+
+
+def no_cache():
+    return tutorial(["--cache-capacity", "0"], "tutorial-no-cache")
+
+
+def request_path():
+    """Issue 15: the floor, dps-allocator with default settings and with the cache off, in alternating
+    rounds (wrk -t1 -c32, the tutorial mix); then every request a new device; then p99 at half the floor's
+    capacity; then RSS with the default cache full."""
+    n = 2 if QUICK else 4
+    log(f"request path: {n} alternating rounds, 1,000 devices re-registering in rotation")
+    servers = {"floor": floor, "default": tutorial, "no_cache": no_cache}
+
+    def alternate(names, run):
+        """Rounds of every server in turn, the order reversed each round (A B C, C B A, ...), so a drift of
+        the machine during the run weighs on all of them alike."""
+        found = {k: [] for k in names}
+        for r in range(n):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                s = servers[name]()
+                time.sleep(0.5)
+                found[name].append(run(s))
+                s.stop()
+        return found
+
+    rot = alternate(["floor", "default", "no_cache"], lambda s: wrk(s.url, conns=32, mix="tutorial", ids=1000))
+    log(f"request path: {n} alternating rounds, every request a new device")
+    fresh = alternate(["default", "no_cache"], lambda s: wrk(s.url, conns=32, mix="tutorial", ids=0))
+
+    def summary(rounds):
+        med = {k: statistics.median(x["rps"] for x in v) for k, v in rounds.items()}
+        return {"rounds": {k: [round(x["rps"]) for x in v] for k, v in rounds.items()}, "median": med}
+
+    rotation, all_new = summary(rot), summary(fresh)
+    half = int(rotation["median"]["floor"] / 2)
+    log(f"request path: p99 at {half:,} requests/s (half the floor's capacity), alternating")
+    lines = OUT / "tutorial-bodies.txt"
+    s = floor()
+    wrk(s.url, seconds=1, conns=1, mix="tutorial", ids=1000, dump=lines)
+    s.stop()
+    lat = alternate(["floor", "default"], lambda s: oha(s.url, rate=half, conns=32, lines=lines))
+    log("request path: RSS with the default decision cache full (70,000 devices, each seen twice or more)")
+    s = tutorial(name="tutorial-full")
+    time.sleep(1.0)
+    idle = s.rss_mb()
+    wrk(s.url, seconds=8 if QUICK else 15, conns=32, mix="tutorial", ids=70000)
+    status = json.load(urllib.request.urlopen(f"{s.url}/status"))
+    full = s.rss_mb()
+    s.stop()
+    results["request_path"] = {
+        "rotation": rotation, "all_new": all_new, "half_rate": half,
+        "latency": {k: {"p99": [x["p99"] for x in v], "p50": [x["p50"] for x in v], "rps": [x["rps"] for x in v],
+                        "p99_median": statistics.median(x["p99"] for x in v)} for k, v in lat.items()},
+        "memory": {"idle": idle, "full": full, "entries": status["caches"]["decision_entries"],
+                   "capacity": status["caches"]["decision_capacity"]},
+    }
 
 
 def memory():
@@ -513,7 +590,7 @@ def main():
         return
     results["machine"] = machine()
     prepare()
-    for stage in (http, memory, cold_start, simulation, planning, criterion, profile):
+    for stage in (request_path, http, memory, cold_start, simulation, planning, criterion, profile):
         stage()
         saved.write_text(json.dumps(results, indent=2, default=str))  # a later failure keeps these
     write_doc()

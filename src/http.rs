@@ -262,9 +262,7 @@ fn decide(service: &Service, rev: &Revision, body: &[u8], request_id: &str, star
     let (served, cache) = service.answer(rev, body);
     DecisionEvent {
         request_id,
-        answer: &served.answer,
         prepared: &served.prepared,
-        revision: &rev.id,
         cache,
         elapsed: started.elapsed(),
     }
@@ -354,15 +352,14 @@ async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::P
     .await;
     let (status, body, log) = match outcome {
         Ok(served) => {
-            let a = &served.answer;
             let line = format!(
                 "dps-allocator: {} {} decision {} ({})",
-                a.status,
-                a.hub().unwrap_or("-"),
-                a.decision_id,
-                served.header.as_deref().unwrap_or_default()
+                served.status,
+                served.hub().unwrap_or("-"),
+                served.decision_id,
+                served.header().unwrap_or_default()
             );
-            (a.status, a.body.clone(), line)
+            (served.status, served.body.clone(), line)
         }
         Err(e) => {
             if e.code != ErrorCode::NotReady {
@@ -378,16 +375,15 @@ async fn envelope(service: web::Data<Service>, req: HttpRequest, payload: web::P
 }
 
 fn respond(served: &Served) -> HttpResponse {
-    let answer = &served.answer;
-    let status = actix_web::http::StatusCode::from_u16(answer.status)
+    let status = actix_web::http::StatusCode::from_u16(served.status)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     let mut res = HttpResponse::build(status);
     res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
-    if let Some(h) = served.header.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(h) = served.header().and_then(|h| HeaderValue::from_str(h).ok()) {
         res.insert_header((HeaderName::from_static(DECISION_HEADER), h));
     }
-    if let Some(secs) = answer.error.as_ref().and_then(ApiError::retry_after) {
+    if let Some(secs) = served.retry_after {
         res.insert_header((header::RETRY_AFTER, secs.to_string()));
     }
-    res.body(answer.body.clone())
+    res.body(served.body.clone())
 }

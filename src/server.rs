@@ -12,34 +12,58 @@ pub mod reload;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::answer::{self, Answer};
+use bytes::Bytes;
+
+use crate::answer::{self, Answer, ApiError};
 use crate::geo::GeoIp;
 use crate::policy::Revision;
 use crate::telemetry::Metrics;
-use crate::telemetry::events::{CacheUse, Prepared};
-use cache::DecisionCache;
+use crate::telemetry::events::{CacheUse, Outcomes, Prepared};
+use cache::{DecisionCache, Lookup};
 use keys::ApiKeys;
 use reload::{Attempt, PolicySource, PolicyStore, ReloadResult, Trigger, now_unix};
 
-/// An answer ready to serve again: the answer, its decision header, and its log fields and counters.
-/// What the decision cache keeps.
+/// An answer ready to serve, and to serve again: what goes on the wire, what the Functions envelope's log
+/// line names, and the log fields and counters. What the decision cache keeps, so it holds nothing else
+/// (the full [`Answer`] is dropped once this is made).
 pub struct Served {
-    /// The answer.
-    pub answer: Answer,
-    /// The `x-dps-allocator-decision` header, for answers that carry a decision.
-    pub header: Option<String>,
+    /// Status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Bytes,
+    /// `Retry-After` seconds, for errors that have one.
+    pub retry_after: Option<u32>,
+    /// The decision id (empty for a body that is no AllocationRequest).
+    pub decision_id: Box<str>,
     /// The log fields and counters.
     pub prepared: Prepared,
 }
 
 impl Served {
     /// Prepares `answer`, given under `revision`, for serving.
-    pub fn new(answer: Answer, revision: &str, metrics: &Metrics) -> Self {
+    pub fn new(answer: Answer, revision: &str, metrics: &Metrics, outcomes: &Outcomes) -> Self {
         Served {
-            header: answer.summary.as_ref().map(answer::Summary::header),
-            prepared: Prepared::new(&answer, revision, metrics),
-            answer,
+            prepared: Prepared::new(&answer, revision, metrics, outcomes),
+            retry_after: answer.error.as_ref().and_then(ApiError::retry_after),
+            decision_id: answer.decision_id.into_boxed_str(),
+            status: answer.status,
+            body: answer.body,
         }
+    }
+
+    /// Whether this answers with a decision (else it refuses the body: cheap to refuse again, not cached).
+    pub fn is_decision(&self) -> bool {
+        self.header().is_some()
+    }
+
+    /// The `x-dps-allocator-decision` header, for answers that carry a decision.
+    pub fn header(&self) -> Option<&str> {
+        self.prepared.header()
+    }
+
+    /// The chosen hub, as spelled in `linkedHubs`.
+    pub fn hub(&self) -> Option<&str> {
+        self.prepared.hub()
     }
 }
 
@@ -53,6 +77,8 @@ pub struct Service {
     pub cache: DecisionCache<Arc<Served>>,
     /// The metrics.
     pub metrics: Metrics,
+    /// The parts of answers that depend only on their outcome, shared.
+    pub outcomes: Outcomes,
     /// The API keys (empty: no key required).
     pub keys: ApiKeys,
     /// When the service started, in seconds since the Unix epoch.
@@ -74,6 +100,7 @@ impl Service {
             geoip,
             cache,
             metrics,
+            outcomes: Outcomes::default(),
             keys,
             started_unix: now_unix(),
         })
@@ -88,6 +115,7 @@ impl Service {
             geoip: None,
             cache: DecisionCache::disabled(),
             metrics,
+            outcomes: Outcomes::default(),
             keys: ApiKeys::none(),
             started_unix: now_unix(),
         })
@@ -117,6 +145,7 @@ impl Service {
         let attempt = self.policy.reload(trigger);
         if attempt.result == ReloadResult::Activated {
             self.cache.clear();
+            self.outcomes.clear();
         }
         reload::log_attempt(&attempt, &self.policy.source().describe(), &self.metrics);
         attempt
@@ -125,24 +154,27 @@ impl Service {
     /// The answer to one body under one revision: from the decision cache, else decided (and offered to
     /// the cache).
     pub fn answer(&self, rev: &Revision, body: &[u8]) -> (Arc<Served>, CacheUse) {
-        let key = self
-            .cache
-            .enabled()
-            .then(|| DecisionCache::<Arc<Served>>::key(&rev.id, self.geoip_stamp(), body));
-        if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
-            return (hit, CacheUse::Hit);
-        }
+        let (key, lookup) = if self.cache.enabled() {
+            let key = DecisionCache::<Arc<Served>>::key(&rev.id, self.geoip_stamp(), body);
+            (key, self.cache.lookup(key))
+        } else {
+            (0, Lookup::Pass)
+        };
+        let admit = match lookup {
+            Lookup::Hit(served) => return (served, CacheUse::Hit),
+            Lookup::Admit => true,
+            Lookup::Pass => false,
+        };
         let answer = answer::allocate(body, rev, self.geoip.as_ref());
-        let served = Arc::new(Served::new(answer, &rev.id, &self.metrics));
-        let cache = match key {
-            Some(k) => {
-                // Only decisions are cached: a malformed body is cheap to refuse again.
-                if served.answer.summary.is_some() {
-                    self.cache.offer(k, || served.clone());
-                }
-                CacheUse::Miss
-            }
-            None => CacheUse::Off,
+        let served = Arc::new(Served::new(answer, &rev.id, &self.metrics, &self.outcomes));
+        // Only decisions are cached: a malformed body is cheap to refuse again.
+        if admit && served.is_decision() {
+            self.cache.insert(key, served.clone());
+        }
+        let cache = if self.cache.enabled() {
+            CacheUse::Miss
+        } else {
+            CacheUse::Off
         };
         (served, cache)
     }

@@ -70,6 +70,15 @@ init = function(args)
   for k = 1, n do
     bodies[k] = body(k)
   end
+  -- BENCH_DUMP=FILE: also write the bodies, one per line (oha -Z reads them for the latency runs)
+  local dump = os.getenv("BENCH_DUMP")
+  if dump and thread_no == 0 then
+    local f = assert(io.open(dump, "w"))
+    for k = 1, n do
+      f:write(bodies[k], "\n")
+    end
+    f:close()
+  end
 end
 
 request = function()

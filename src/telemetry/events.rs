@@ -1,10 +1,14 @@
 //! Typed events: each is emitted from one place that both logs and counts, so handlers carry no metric
 //! code. Log fields never include URLs, query strings, keys or payload values.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::IntCounter;
+use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::Metrics;
 use crate::answer::{Answer, Verdict};
@@ -31,120 +35,232 @@ impl CacheUse {
     }
 }
 
-/// What logging and counting a decision needs that does not change when the same answer is served
-/// again: the decision's log fields, rendered once as the JSON formatter would write them, and its
-/// counters, looked up once by their labels. Built with the answer; the decision cache keeps it with the
-/// answer, so a hit is logged and counted without formatting or label look-ups.
+/// What logging, counting and answering a decision needs that does not change when the same answer is
+/// served again. Built with the answer; the decision cache keeps it with the answer, so a hit is logged
+/// and counted without formatting or label look-ups. The parts a device does not change (the outcome's
+/// log fields, counters, header) are shared through [`Outcomes`].
 pub struct Prepared {
-    /// `,"decision_id":…` through `,"revision":"…"`; empty when JSON logging is not installed.
-    fields: Box<[u8]>,
+    /// `,"decision_id":…` through `,"enrollment":"…"` as the JSON formatter writes them, when JSON logging
+    /// is installed (else empty).
+    head: Box<[u8]>,
+    /// Every field as a value, when JSON logging is not installed (a terminal, a test's own subscriber).
+    values: Option<Box<Fields<Box<str>>>>,
+    common: Arc<Common>,
+}
+
+/// The part of a decision's log line, counters and header that depends only on its outcome (status,
+/// rule, strategy, hub, stickiness, reasons, error, revision), not on the device: shared by every answer
+/// with the same outcome.
+pub struct Common {
+    /// `,"status":…` through `,"revision":"…"`, as the JSON formatter writes them.
+    tail: Box<[u8]>,
     requests: IntCounter,
     assignment: Option<IntCounter>,
     rejection: Option<IntCounter>,
+    header: Option<Box<str>>,
+    hub: Option<Box<str>>,
 }
 
-/// The fields of a decision, in log order, from `decision_id` to `revision`.
-struct Fields<'a> {
-    decision_id: &'a str,
-    registration_id: &'a str,
-    enrollment: &'a str,
-    status: u16,
-    outcome: &'a str,
-    rule: &'a str,
-    strategy: &'a str,
-    hub: &'a str,
-    sticky: bool,
-    reasons: OrElse<'a>,
-    error: &'a str,
-    revision: &'a str,
-}
+/// The [`Common`] parts of answers, one per distinct outcome, so that answers share them: the decision
+/// cache keeps one copy per outcome instead of one per device, and a decision with a known outcome skips
+/// the metric label look-ups and the header's formatting. Bounded: past [`OUTCOMES_MAX`] distinct outcomes
+/// (only a client inventing linked hubs gets there) it starts over. Cleared when a revision activates.
+#[derive(Default)]
+pub struct Outcomes(Mutex<HashMap<u128, Arc<Common>>>);
 
-impl<'a> Fields<'a> {
-    fn of(a: &'a Answer, revision: &'a str) -> Self {
-        let s = a.summary.as_ref();
-        // A refused request has no decision: its reason is the error's message.
-        let refusal = s
-            .is_none()
-            .then(|| a.error.as_ref().map(|e| e.message.as_str()))
-            .flatten();
-        Fields {
-            decision_id: a.decision_id.as_str(),
-            registration_id: a.registration_id.as_deref().unwrap_or(""),
-            enrollment: a.enrollment.as_deref().unwrap_or(""),
-            status: a.status,
-            outcome: a.outcome(),
-            rule: s.and_then(|s| s.rule.as_deref()).unwrap_or(""),
-            strategy: s.and_then(|s| s.strategy).unwrap_or(""),
-            hub: a.hub().unwrap_or(""),
-            sticky: s.is_some_and(|s| s.sticky),
-            reasons: OrElse(Reasons(s.map_or(&[][..], |s| &s.reasons)), refusal),
-            error: a.error.as_ref().map_or("", |e| e.code()),
-            revision,
+/// Distinct outcomes [`Outcomes`] keeps before starting over.
+pub const OUTCOMES_MAX: usize = 4096;
+
+impl Outcomes {
+    /// The shared part for `tail` (the key), made by `make` when it is new.
+    fn get(&self, tail: Box<[u8]>, decided: bool, make: impl FnOnce(Box<[u8]>) -> Common) -> Arc<Common> {
+        let key = xxh3_128_with_seed(&tail, u64::from(decided));
+        let Ok(mut map) = self.0.lock() else {
+            return Arc::new(make(tail));
+        };
+        if let Some(c) = map.get(&key) {
+            return c.clone();
+        }
+        if map.len() >= OUTCOMES_MAX {
+            map.clear();
+        }
+        let c = Arc::new(make(tail));
+        map.insert(key, c.clone());
+        c
+    }
+
+    /// Forgets every outcome (a new revision is active).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.0.lock() {
+            map.clear();
         }
     }
 
+    /// Outcomes kept now.
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.len())
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The fields of a decision, in log order, from `decision_id` to `revision`.
+struct Fields<S> {
+    decision_id: S,
+    registration_id: S,
+    enrollment: S,
+    status: u16,
+    outcome: S,
+    rule: S,
+    strategy: S,
+    hub: S,
+    sticky: bool,
+    reasons: S,
+    error: S,
+    revision: S,
+}
+
+impl<'a> Fields<Cow<'a, str>> {
+    /// The fields of `a`, given under `revision`, borrowed from them (the reasons are rendered).
+    fn of(a: &'a Answer, revision: &'a str) -> Self {
+        let s = a.summary.as_ref();
+        // A refused request has no decision: its reason is the error's message.
+        let reasons = match (s, &a.error) {
+            (None, Some(e)) => Cow::Borrowed(e.message.as_str()),
+            _ => Cow::Owned(Reasons(s.map_or(&[][..], |s| &s.reasons)).to_string()),
+        };
+        Fields {
+            decision_id: a.decision_id.as_str().into(),
+            registration_id: a.registration_id.as_deref().unwrap_or("").into(),
+            enrollment: a.enrollment.as_deref().unwrap_or("").into(),
+            status: a.status,
+            outcome: a.outcome().into(),
+            rule: s.and_then(|s| s.rule.as_deref()).unwrap_or("").into(),
+            strategy: s.and_then(|s| s.strategy).unwrap_or("").into(),
+            hub: a.hub().unwrap_or("").into(),
+            sticky: s.is_some_and(|s| s.sticky),
+            reasons,
+            error: a.error.as_ref().map_or("", |e| e.code()).into(),
+            revision: revision.into(),
+        }
+    }
+
+    /// The same fields, owning their text.
+    fn into_owned(self) -> Fields<Box<str>> {
+        let own = |c: Cow<'_, str>| c.into_owned().into_boxed_str();
+        Fields {
+            decision_id: own(self.decision_id),
+            registration_id: own(self.registration_id),
+            enrollment: own(self.enrollment),
+            status: self.status,
+            outcome: own(self.outcome),
+            rule: own(self.rule),
+            strategy: own(self.strategy),
+            hub: own(self.hub),
+            sticky: self.sticky,
+            reasons: own(self.reasons),
+            error: own(self.error),
+            revision: own(self.revision),
+        }
+    }
+}
+
+impl<S: AsRef<str>> Fields<S> {
     /// The fields as [`super::json::JsonLines`] writes them (a unit test holds the two together).
-    fn render(&self) -> Box<[u8]> {
+    #[cfg(test)]
+    fn render(&self) -> Vec<u8> {
+        let mut out = self.render_head().into_vec();
+        out.extend_from_slice(&self.render_tail());
+        out
+    }
+
+    /// The device's fields: `decision_id`, `registration_id`, `enrollment`.
+    fn render_head(&self) -> Box<[u8]> {
         use super::json::{push_key, push_str};
-        let mut out = Vec::with_capacity(512);
+        let mut out = Vec::with_capacity(160);
         for (key, value) in [
-            ("decision_id", self.decision_id),
-            ("registration_id", self.registration_id),
-            ("enrollment", self.enrollment),
+            ("decision_id", &self.decision_id),
+            ("registration_id", &self.registration_id),
+            ("enrollment", &self.enrollment),
         ] {
             push_key(&mut out, key);
-            push_str(&mut out, value);
+            push_str(&mut out, value.as_ref());
         }
+        out.into_boxed_slice()
+    }
+
+    /// The outcome's fields: `status` through `revision`.
+    fn render_tail(&self) -> Box<[u8]> {
+        use super::json::{push_key, push_str};
+        let mut out = Vec::with_capacity(320);
         push_key(&mut out, "status");
         out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
         for (key, value) in [
-            ("outcome", self.outcome),
-            ("rule", self.rule),
-            ("strategy", self.strategy),
-            ("hub", self.hub),
+            ("outcome", &self.outcome),
+            ("rule", &self.rule),
+            ("strategy", &self.strategy),
+            ("hub", &self.hub),
         ] {
             push_key(&mut out, key);
-            push_str(&mut out, value);
+            push_str(&mut out, value.as_ref());
         }
         push_key(&mut out, "sticky");
         out.extend_from_slice(if self.sticky { b"true" } else { b"false" });
-        push_key(&mut out, "reasons");
-        push_str(&mut out, &self.reasons.to_string());
-        for (key, value) in [("error", self.error), ("revision", self.revision)] {
+        for (key, value) in [
+            ("reasons", &self.reasons),
+            ("error", &self.error),
+            ("revision", &self.revision),
+        ] {
             push_key(&mut out, key);
-            push_str(&mut out, value);
+            push_str(&mut out, value.as_ref());
         }
         out.into_boxed_slice()
     }
 }
 
 impl Prepared {
-    /// Prepares the log fields and counters of `answer`, given by revision `revision`.
-    pub fn new(answer: &Answer, revision: &str, m: &Metrics) -> Self {
+    /// Prepares the log fields, counters and header of `answer`, given by revision `revision`, sharing
+    /// the outcome's part through `outcomes`.
+    pub fn new(answer: &Answer, revision: &str, m: &Metrics, outcomes: &Outcomes) -> Self {
         let fields = Fields::of(answer, revision);
         let s = answer.summary.as_ref();
-        let assignment = s.filter(|s| s.verdict == Verdict::Assigned).map(|s| {
-            let hub = s.catalogued_hub.as_deref().unwrap_or("uncatalogued");
-            let sticky = if s.sticky { "true" } else { "false" };
-            m.assignments
-                .with_label_values(&[hub, fields.rule, fields.strategy, sticky])
-        });
-        let rejection = match (s, &answer.error) {
-            (Some(s), Some(e)) if s.verdict == Verdict::Rejected && s.rule.is_some() => {
-                Some(m.rejections.with_label_values(&[fields.rule, e.code()]))
-            }
-            _ => None,
-        };
-        Prepared {
-            fields: if super::json_sink().is_some() {
-                fields.render()
-            } else {
-                Box::default()
+        let common = outcomes.get(fields.render_tail(), s.is_some(), |tail| Common {
+            tail,
+            requests: m.requests.with_label_values(&[&fields.outcome]),
+            assignment: s.filter(|s| s.verdict == Verdict::Assigned).map(|s| {
+                let hub = s.catalogued_hub.as_deref().unwrap_or("uncatalogued");
+                let sticky = if s.sticky { "true" } else { "false" };
+                m.assignments
+                    .with_label_values(&[hub, &fields.rule, &fields.strategy, sticky])
+            }),
+            rejection: match (s, &answer.error) {
+                (Some(s), Some(e)) if s.verdict == Verdict::Rejected && s.rule.is_some() => {
+                    Some(m.rejections.with_label_values(&[&fields.rule, e.code()]))
+                }
+                _ => None,
             },
-            requests: m.requests.with_label_values(&[fields.outcome]),
-            assignment,
-            rejection,
+            header: s.map(|s| s.header().into_boxed_str()),
+            hub: answer.hub().map(Box::from),
+        });
+        let json = super::json_sink().is_some();
+        Prepared {
+            head: if json { fields.render_head() } else { Box::default() },
+            values: (!json).then(|| Box::new(fields.into_owned())),
+            common,
         }
+    }
+
+    /// The `x-dps-allocator-decision` header, for answers that carry a decision.
+    pub fn header(&self) -> Option<&str> {
+        self.common.header.as_deref()
+    }
+
+    /// The chosen hub, as spelled in `linkedHubs`.
+    pub fn hub(&self) -> Option<&str> {
+        self.common.hub.as_deref()
     }
 }
 
@@ -152,12 +268,8 @@ impl Prepared {
 pub struct DecisionEvent<'a> {
     /// The request id.
     pub request_id: &'a str,
-    /// The answer.
-    pub answer: &'a Answer,
-    /// Its prepared log fields and counters.
+    /// The answer's prepared log fields and counters.
     pub prepared: &'a Prepared,
-    /// The id of the revision that answered.
-    pub revision: &'a str,
     /// Cache involvement.
     pub cache: CacheUse,
     /// Time from the body read to the answer.
@@ -178,18 +290,6 @@ impl fmt::Display for Reasons<'_> {
     }
 }
 
-/// The reasons of a decision, else the message of a refusal.
-struct OrElse<'a>(Reasons<'a>, Option<&'a str>);
-
-impl fmt::Display for OrElse<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.1 {
-            Some(message) => f.write_str(message),
-            None => self.0.fmt(f),
-        }
-    }
-}
-
 impl DecisionEvent<'_> {
     /// Logs the decision and counts it. With JSON logging installed, the line is written straight into
     /// the log buffer from the prepared fields; otherwise (a terminal, or a test's own subscriber) it is
@@ -197,54 +297,57 @@ impl DecisionEvent<'_> {
     pub fn emit(&self, m: &Metrics) {
         let p = self.prepared;
         if tracing::enabled!(target: "decision", tracing::Level::INFO) {
-            match super::json_sink() {
-                Some(sink) if !p.fields.is_empty() => sink.append(|line| {
+            match (&p.values, super::json_sink()) {
+                (None, Some(sink)) => sink.append(|line| {
                     use super::json::{push_key, push_line_start, push_str};
                     push_line_start(line, std::time::SystemTime::now(), "decision", "decision");
                     push_key(line, "request_id");
                     push_str(line, self.request_id);
-                    line.extend_from_slice(&p.fields);
+                    line.extend_from_slice(&p.head);
+                    line.extend_from_slice(&p.common.tail);
                     push_key(line, "cache");
                     push_str(line, self.cache.as_str());
                     push_key(line, "duration_us");
                     line.extend_from_slice(itoa::Buffer::new().format(self.elapsed.as_micros() as u64).as_bytes());
                     line.extend_from_slice(b"}\n");
                 }),
-                _ => self.trace(),
+                (Some(fields), _) => self.trace(fields),
+                // Prepared for a JSON sink, which stays installed once it is: not reached.
+                (None, None) => {}
             }
         }
-        p.requests.inc();
+        let c = &p.common;
+        c.requests.inc();
         m.duration.observe(self.elapsed.as_secs_f64());
         match self.cache {
             CacheUse::Hit => m.decision_cache_hits.inc(),
             CacheUse::Miss => m.decision_cache_misses.inc(),
             CacheUse::Off => {}
         }
-        if let Some(c) = &p.assignment {
+        if let Some(c) = &c.assignment {
             c.inc();
         }
-        if let Some(c) = &p.rejection {
+        if let Some(c) = &c.rejection {
             c.inc();
         }
     }
 
-    fn trace(&self) {
-        let f = Fields::of(self.answer, self.revision);
+    fn trace(&self, f: &Fields<Box<str>>) {
         tracing::info!(
             target: "decision",
             request_id = self.request_id,
-            decision_id = f.decision_id,
-            registration_id = f.registration_id,
-            enrollment = f.enrollment,
+            decision_id = &*f.decision_id,
+            registration_id = &*f.registration_id,
+            enrollment = &*f.enrollment,
             status = f.status,
-            outcome = f.outcome,
-            rule = f.rule,
-            strategy = f.strategy,
-            hub = f.hub,
+            outcome = &*f.outcome,
+            rule = &*f.rule,
+            strategy = &*f.strategy,
+            hub = &*f.hub,
             sticky = f.sticky,
-            reasons = %f.reasons,
-            error = f.error,
-            revision = f.revision,
+            reasons = &*f.reasons,
+            error = &*f.error,
+            revision = &*f.revision,
             cache = self.cache.as_str(),
             duration_us = self.elapsed.as_micros() as u64,
             "decision"
@@ -273,7 +376,8 @@ mod tests {
         .expect("policy");
         let body = br#"{"enrollmentGroup":{"enrollmentGroupId":"g\n1"},"deviceRuntimeContext":{"registrationId":"dev-1"},"linkedHubs":["h1.azure-devices.net"]}"#;
         let answer = crate::answer::allocate(body, &rev, None);
-        let expected = Fields::of(&answer, &rev.id).render();
+        let fields = Fields::of(&answer, &rev.id).into_owned();
+        let expected = fields.render();
         // The same fields through tracing and the JSON formatter.
         let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let out = sink.clone();
@@ -284,13 +388,16 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             DecisionEvent {
                 request_id: "r-1",
-                answer: &answer,
-                prepared: &Prepared::new(&answer, &rev.id, &Metrics::new().expect("metrics")),
-                revision: &rev.id,
+                prepared: &Prepared::new(
+                    &answer,
+                    &rev.id,
+                    &Metrics::new().expect("metrics"),
+                    &Outcomes::default(),
+                ),
                 cache: CacheUse::Off,
                 elapsed: Duration::from_micros(5),
             }
-            .trace();
+            .trace(&fields);
         });
         let line = String::from_utf8(sink.lock().expect("lock").clone()).expect("utf-8");
         let fields = String::from_utf8(expected.to_vec()).expect("utf-8");
@@ -298,6 +405,54 @@ mod tests {
         let to = line.find(",\"cache\"").expect("cache");
         assert_eq!(&line[from..to], fields);
         assert!(fields.contains(r#""enrollment":"g\n1""#), "{fields}");
+    }
+
+    /// Answers with the same outcome share one [`Common`]; a different outcome gets its own; the
+    /// interner starts over past its bound.
+    #[test]
+    fn answers_with_the_same_outcome_share_their_common_part() {
+        let rev = compile(vec![Source::new(
+            "t.toml",
+            "[[hub]]\nhost = \"h1.azure-devices.net\"\n[[rule]]\nname = \"all\"\n",
+        )])
+        .expect("policy");
+        let body = |id: &str| {
+            format!(
+                r#"{{"enrollmentGroup":{{"enrollmentGroupId":"g"}},"deviceRuntimeContext":{{"registrationId":"{id}"}},"linkedHubs":["h1.azure-devices.net"]}}"#
+            )
+        };
+        let (m, outcomes) = (Metrics::new().expect("metrics"), Outcomes::default());
+        let prepare = |b: &[u8]| Prepared::new(&crate::answer::allocate(b, &rev, None), &rev.id, &m, &outcomes);
+        let (one, two) = (prepare(body("dev-1").as_bytes()), prepare(body("dev-2").as_bytes()));
+        assert!(Arc::ptr_eq(&one.common, &two.common));
+        assert_eq!(one.hub(), Some("h1.azure-devices.net"));
+        assert_eq!(
+            one.header().map(|h| h.split("; revision=").next().unwrap_or_default()),
+            Some("rule=all; strategy=weighted-hash; sticky=false")
+        );
+        let refused = prepare(b"{");
+        assert!(!Arc::ptr_eq(&one.common, &refused.common));
+        assert_eq!((refused.header(), outcomes.len()), (None, 2));
+        for i in 2..OUTCOMES_MAX {
+            outcomes.get(i.to_string().into_bytes().into(), true, |tail| Common {
+                tail,
+                ..common(&m)
+            });
+        }
+        assert_eq!(outcomes.len(), OUTCOMES_MAX);
+        outcomes.get(b"one more".to_vec().into(), true, |tail| Common { tail, ..common(&m) });
+        assert_eq!(outcomes.len(), 1, "started over");
+    }
+
+    fn common(m: &Metrics) -> Common {
+        Common {
+            tail: Box::default(),
+            requests: m.requests.with_label_values(&["assigned"]),
+            assignment: None,
+            rejection: None,
+            header: None,
+            hub: None,
+        }
     }
 
     struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
