@@ -232,8 +232,11 @@ fn bench_cache(c: &mut Criterion) {
         Duration::from_secs(3600),
     );
     let current = cache.policy.active().expect("active");
-    for b in &bodies[..4096] {
-        cache.answer(&current, b);
+    // A body is stored on its second sight: two passes fill the cache with these 4,096.
+    for _ in 0..2 {
+        for b in &bodies[..4096] {
+            cache.answer(&current, b);
+        }
     }
     let plain = no_cache.policy.active().expect("active");
     let mut group = c.benchmark_group("answer path, shipped policy, ~900-byte request");
@@ -250,18 +253,29 @@ fn bench_cache(c: &mut Criterion) {
             black_box(cache.answer(&current, &bodies[i]))
         })
     });
-    // Misses: a full cache of the suggested size, and a rotation four times longer than it keeps.
-    let tiny = Service::for_revision(dps_allocator::policy::load_dir(&dir).expect("policy"))
-        .expect("service")
-        .with_cache(
-            dps_allocator::server::cache::DEFAULT_CAPACITY,
-            Duration::from_secs(3600),
-        );
-    let tiny_rev = tiny.policy.active().expect("active");
-    group.bench_function("decision cache miss (decide, then insert)", |b| {
+    let with_cache = |capacity| {
+        let service = Service::for_revision(dps_allocator::policy::load_dir(&dir).expect("policy"))
+            .expect("service")
+            .with_cache(capacity, Duration::from_secs(3600));
+        let rev = service.policy.active().expect("active");
+        (service, rev)
+    };
+    // Every body a first sight: a 1,024-entry cache forgets what it saw after 2,048 new bodies, and each
+    // body comes back after 65,535 others. Decided, noted, not stored.
+    let (first, first_rev) = with_cache(1024);
+    group.bench_function("decision cache first sight (decided, noted, not stored)", |b| {
         b.iter(|| {
             i = (i + 1) % bodies.len();
-            black_box(tiny.answer(&tiny_rev, &bodies[i]))
+            black_box(first.answer(&first_rev, &bodies[i]))
+        })
+    });
+    // Every body seen before and gone: 24,576 bodies in rotation through a 16,384-entry cache whose
+    // doorkeeper remembers 32,768. Decided, then stored (evicting another).
+    let (second, second_rev) = with_cache(16_384);
+    group.bench_function("decision cache miss (decided, then stored)", |b| {
+        b.iter(|| {
+            i = (i + 1) % 24_576;
+            black_box(second.answer(&second_rev, &bodies[i]))
         })
     });
     group.finish();

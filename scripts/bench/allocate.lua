@@ -11,6 +11,9 @@ local n = tonumber(os.getenv("BENCH_IDS") or (mix == "tutorial" and "1000" or "2
 local bodies = {}
 local i = 0
 local thread_no = 0
+-- BENCH_FIRST=K: the new devices of BENCH_IDS=0 count from K (a second run against the same server sends
+-- devices it has not seen)
+local first = tonumber(os.getenv("BENCH_FIRST") or "0")
 
 local fabrikam = '["fabrikam-weu-1.azure-devices.net","fabrikam-neu-1.azure-devices.net",' ..
   '"fabrikam-eus-1.azure-devices.net","fabrikam-sea-1.azure-devices.net","fabrikam-eus-old.azure-devices.net"]'
@@ -86,7 +89,7 @@ request = function()
   if n == 0 then
     -- a new device every request: the thread number keeps threads apart, the counter runs
     i = i + 1
-    b = body(thread_no * 100000000 + i)
+    b = body(first + thread_no * 100000000 + i)
   else
     i = i % n + 1
     b = bodies[i]
