@@ -129,7 +129,7 @@ def oha(url, rate=20000, seconds=SECONDS, conns=64, lines=None):
     if lines and set(codes) != {"200"}:
         raise SystemExit(f"{url}: answers other than 200 under load: {codes}")
     return {"rps": d["summary"]["requestsPerSec"], "success": d["summary"]["successRate"],
-            "p50": p["p50"] * 1e3, "p99": p["p99"] * 1e3, "p999": p["p99.9"] * 1e3,
+            "requests": sum(int(v) for v in codes.values()), "p50": p["p50"] * 1e3, "p99": p["p99"] * 1e3, "p999": p["p99.9"] * 1e3,
             "codes": codes}
 
 
@@ -206,29 +206,51 @@ def no_cache():
     return tutorial(["--cache-capacity", "0"], "tutorial-no-cache")
 
 
+def check_logged(s, m, totals):
+    """Counts the decision lines in a server's log after a run (the log writer drains every 10 ms) and
+    its dropped-line counter; stops the benchmark if a line is missing."""
+    metrics = urllib.request.urlopen(f"{s.url}/metrics").read().decode()
+    dropped = int(float(re.search(r"^dps_allocator_log_lines_dropped_total (\S+)$", metrics, re.M).group(1)))
+    time.sleep(0.1)
+    lines = s.log.read_bytes().count(b'"message":"decision"')
+    requests = m["requests"]
+    if dropped or lines < requests:
+        raise SystemExit(f"{s.log}: {lines} decision lines for {requests} requests, {dropped} dropped")
+    totals["requests"] += requests
+    totals["lines"] += lines
+    totals["dropped"] += dropped
+
+
 def request_path():
     """Issue 15: the floor, dps-allocator with default settings and with the cache off, in alternating
     rounds (wrk -t1 -c32, the tutorial mix); then every request a new device; then p99 at half the floor's
     capacity; then RSS with the default cache full."""
-    n = 2 if QUICK else 4
+    n, secs = (2, SECONDS) if QUICK else (6, 6)
     log(f"request path: {n} alternating rounds, 1,000 devices re-registering in rotation")
     servers = {"floor": floor, "default": tutorial, "no_cache": no_cache}
 
+    logged = {"requests": 0, "lines": 0, "dropped": 0}
+
     def alternate(names, run):
         """Rounds of every server in turn, the order reversed each round (A B C, C B A, ...), so a drift of
-        the machine during the run weighs on all of them alike."""
+        the machine during the run weighs on all of them alike. dps-allocator's log must hold a decision
+        line for every request the load generator counted, none dropped."""
         found = {k: [] for k in names}
         for r in range(n):
             for name in (names if r % 2 == 0 else names[::-1]):
                 s = servers[name]()
                 time.sleep(0.5)
-                found[name].append(run(s))
+                m = run(s)
+                found[name].append(m)
+                if name != "floor":
+                    check_logged(s, m, logged)
                 s.stop()
         return found
 
-    rot = alternate(["floor", "default", "no_cache"], lambda s: wrk(s.url, conns=32, mix="tutorial", ids=1000))
+    rot = alternate(["floor", "default", "no_cache"],
+                    lambda s: wrk(s.url, seconds=secs, conns=32, mix="tutorial", ids=1000))
     log(f"request path: {n} alternating rounds, every request a new device")
-    fresh = alternate(["default", "no_cache"], lambda s: wrk(s.url, conns=32, mix="tutorial", ids=0))
+    fresh = alternate(["default", "no_cache"], lambda s: wrk(s.url, seconds=secs, conns=32, mix="tutorial", ids=0))
 
     def summary(rounds):
         med = {k: statistics.median(x["rps"] for x in v) for k, v in rounds.items()}
@@ -241,7 +263,7 @@ def request_path():
     s = floor()
     wrk(s.url, seconds=1, conns=1, mix="tutorial", ids=1000, dump=lines)
     s.stop()
-    lat = alternate(["floor", "default"], lambda s: oha(s.url, rate=half, conns=32, lines=lines))
+    lat = alternate(["floor", "default"], lambda s: oha(s.url, rate=half, seconds=secs, conns=32, lines=lines))
     log("request path: RSS with the default decision cache full (70,000 devices, each seen twice or more)")
     s = tutorial(name="tutorial-full")
     time.sleep(1.0)
@@ -251,6 +273,8 @@ def request_path():
     full = s.rss_mb()
     s.stop()
     results["request_path"] = {
+        "seconds": secs,
+        "logged": logged,
         "rotation": rotation, "all_new": all_new, "half_rate": half,
         "latency": {k: {"p99": [x["p99"] for x in v], "p50": [x["p50"] for x in v], "rps": [x["rps"] for x in v],
                         "p99_median": statistics.median(x["p99"] for x in v)} for k, v in lat.items()},
@@ -482,7 +506,8 @@ def request_path_section(r):
         "`scripts/bench/allocate.lua` (`BENCH_MIX=tutorial`: about 900-byte DPS-shaped bodies). The floor is "
         "`examples/floor.rs` (serde reads `deviceRuntimeContext.registrationId` and `linkedHubs`, answers "
         "`{\"iotHubHostName\": linkedHubs[0]}`). "
-        f"{n} rounds, each server started fresh, the order reversed every round; {SECONDS} s per run; medians.",
+        f"{n} rounds, each server started fresh, the order reversed every round; {rp.get('seconds', SECONDS)} s per "
+        "run; medians.",
         "",
         "| requests/s | floor | dps-allocator | dps-allocator `--cache-capacity 0` |",
         "|---|---|---|---|",
@@ -497,7 +522,8 @@ def request_path_section(r):
         f"(**{new['median']['default'] / new['median']['no_cache']:.2f}** of no cache) | "
         f"{new['median']['no_cache']:,.0f} |",
         "",
-        f"Latency at half the floor's capacity: `oha -q {rp['half_rate']} -c 32 --latency-correction -z {SECONDS}s "
+        f"Latency at half the floor's capacity: `oha -q {rp['half_rate']} -c 32 --latency-correction "
+        f"-z {rp.get('seconds', SECONDS)}s "
         "-Z bodies` (a random one of the same 1,000 bodies each request), floor and dps-allocator alternating:",
         "",
         "| | achieved requests/s, each run | p50, each run | p99, each run | p99, median |",
@@ -508,6 +534,11 @@ def request_path_section(r):
         lines.append(f"| {label} | {rounds(round(v) for v in x['rps'])} | "
                      f"{', '.join(f'{v:.2f} ms' for v in x['p50'])} | {', '.join(f'{v:.2f} ms' for v in x['p99'])} | "
                      f"{x['p99_median']:.2f} ms |")
+    lg = rp.get("logged")
+    if lg:
+        lines += ["", f"Every dps-allocator run above was checked for its audit trail: {lg['lines']:,} decision lines "
+                  f"in the log files for the {lg['requests']:,} requests the load generators counted (a run "
+                  f"answers a few more than it counts), {lg['dropped']} dropped."]
     lines += ["",
               f"Memory: idle {mem['idle']:.1f} MB; after `wrk` with 70,000 devices in rotation (each seen twice "
               f"or more, so the cache fills) {mem['entries']:,} entries of {mem['capacity']:,} and "
