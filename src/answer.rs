@@ -166,10 +166,16 @@ impl Answer {
 
 /// Answers one AllocationRequest body against a revision (and the GeoIP database, when configured).
 pub fn allocate(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>) -> Answer {
+    allocate_hashed(body, rev, geoip, decision_hash(&rev.id, body))
+}
+
+/// [`allocate`], given the body's [`decision_hash`] (the server computes it once for the decision cache
+/// and the decision id).
+pub fn allocate_hashed(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>, hash: u64) -> Answer {
     match AllocationRequest::parse(body) {
         Ok(req) => {
             let decision = engine::decide(&req, rev, geoip);
-            answer(&req, &decision, body, rev)
+            answer(&req, &decision, hash, rev)
         }
         Err(e) => bad_request(body, e.0),
     }
@@ -190,14 +196,14 @@ pub fn explain(body: &[u8], rev: &Revision, geoip: Option<&GeoIp>) -> (Answer, T
     match AllocationRequest::parse(body) {
         Ok(req) => {
             let (decision, trace) = engine::decide_traced(&req, rev, geoip);
-            (answer(&req, &decision, body, rev), trace)
+            (answer(&req, &decision, decision_hash(&rev.id, body), rev), trace)
         }
         Err(e) => (bad_request(body, e.0), Trace::default()),
     }
 }
 
 /// Renders a decision: the body DPS receives, or the error it stands for.
-fn answer(req: &AllocationRequest<'_>, decision: &Decision, body: &[u8], rev: &Revision) -> Answer {
+fn answer(req: &AllocationRequest<'_>, decision: &Decision, hash: u64, rev: &Revision) -> Answer {
     let rule = decision.rule.map(|r| &rev.rules[r]);
     let rendered = match &decision.outcome {
         Outcome::Assigned(a) => {
@@ -240,7 +246,7 @@ fn answer(req: &AllocationRequest<'_>, decision: &Decision, body: &[u8], rev: &R
     Answer {
         status,
         body: out,
-        decision_id: decision_id(&rev.id, body),
+        decision_id: format!("{hash:016x}"),
         registration_id: Some(req.registration_id.as_str().to_owned()),
         enrollment: Some(match req.enrollment.group_id.as_ref() {
             Some(g) => g.as_str().to_owned(),
@@ -252,9 +258,14 @@ fn answer(req: &AllocationRequest<'_>, decision: &Decision, body: &[u8], rev: &R
     }
 }
 
-/// 16 hex digits of XXH3 over the request body, seeded by the revision id.
+/// 16 hex digits of [`decision_hash`].
 pub fn decision_id(revision: &str, body: &[u8]) -> String {
-    format!("{:016x}", xxh3_64_with_seed(body, xxh3_64(revision.as_bytes())))
+    format!("{:016x}", decision_hash(revision, body))
+}
+
+/// XXH3 (64 bits) over the request body, seeded by the revision id: the decision id's value.
+pub fn decision_hash(revision: &str, body: &[u8]) -> u64 {
+    xxh3_64_with_seed(body, xxh3_64(revision.as_bytes()))
 }
 
 /// The `explain` document: what allocate would answer, the decision and the trace.

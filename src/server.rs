@@ -154,18 +154,16 @@ impl Service {
     /// The answer to one body under one revision: from the decision cache, else decided (and offered to
     /// the cache).
     pub fn answer(&self, rev: &Revision, body: &[u8]) -> (Arc<Served>, CacheUse) {
-        let (key, lookup) = if self.cache.enabled() {
-            let key = DecisionCache::<Arc<Served>>::key(&rev.id, self.geoip_stamp(), body);
-            (key, self.cache.lookup(key))
-        } else {
-            (0, Lookup::Pass)
-        };
+        let hash = answer::decision_hash(&rev.id, body);
+        let (key, lookup) = self.cache.lookup(hash, || {
+            DecisionCache::<Arc<Served>>::key(hash, &rev.id, self.geoip_stamp(), body)
+        });
         let admit = match lookup {
             Lookup::Hit(served) => return (served, CacheUse::Hit),
             Lookup::Admit => true,
             Lookup::Pass => false,
         };
-        let answer = answer::allocate(body, rev, self.geoip.as_ref());
+        let answer = answer::allocate_hashed(body, rev, self.geoip.as_ref(), hash);
         let served = Arc::new(Served::new(answer, &rev.id, &self.metrics, &self.outcomes));
         // Only decisions are cached: a malformed body is cheap to refuse again.
         if admit && served.is_decision() {

@@ -2,11 +2,13 @@
 //! the active policy would give.
 //!
 //! A decision is a pure function of the request body, the policy revision and the GeoIP database. The key
-//! is a 128-bit XXH3 hash of the whole body, seeded with the revision id and the GeoIP database's build
+//! is 128 bits from two XXH3 passes over the whole body with independent seeds: the decision id's own hash
+//! (seeded by the revision id), and a second pass seeded by the revision id and the GeoIP database's build
 //! stamp: a new revision or database can never hit an old entry (and the cache is cleared when a revision
 //! activates). Two different bodies share a key with probability about n² / 2¹²⁹ for n cached entries
-//! (below 10⁻²⁹ at the default capacity), far below the rate of undetected memory errors; the key costs one
-//! pass over the body and 16 bytes per entry instead of a copy of the body.
+//! (below 10⁻²⁹ at the default capacity), far below the rate of undetected memory errors; the key costs
+//! 16 bytes per entry instead of a copy of the body, and a first sight costs no pass at all beyond the
+//! decision id's.
 //!
 //! Admission: a body is stored the second time it is seen, not the first. Most DPS traffic is first
 //! registrations that never repeat, and storing an entry (moka's bookkeeping, an allocation) costs more
@@ -24,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::notification::RemovalCause;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_128_with_seed};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// Entries kept by default. With the doorkeeper a miss costs about what no cache costs and a hit a
 /// fraction of a decision (docs/benchmarks.md); at this size the cache's memory stays small (the RSS at
@@ -35,8 +37,11 @@ pub const DEFAULT_TTL_SECS: u64 = 300;
 /// Bits of the doorkeeper per entry of capacity (256 KiB at the default capacity).
 const DOORKEEPER_BITS_PER_ENTRY: u64 = 32;
 
-/// The cache key: 128 bits of XXH3 over the body, seeded by revision and GeoIP database.
+/// The cache key: two 64-bit XXH3 passes over the body with independent seeds (see [`DecisionCache::key`]).
 pub type Key = u128;
+
+/// Keeps the key's second pass independent of the decision hash even without a GeoIP database.
+const SECOND_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// The decision cache, generic over what it keeps (the server keeps ready-to-serve answers).
 pub struct DecisionCache<V: Clone + Send + Sync + 'static> {
@@ -109,21 +114,26 @@ impl<V: Clone + Send + Sync + 'static> DecisionCache<V> {
         self.inner.is_some()
     }
 
-    /// The key of a request body under a revision and GeoIP database.
-    pub fn key(revision: &str, geoip_stamp: u64, body: &[u8]) -> Key {
-        xxh3_128_with_seed(body, xxh3_64(revision.as_bytes()) ^ geoip_stamp.rotate_left(32))
+    /// The key of a request body under a revision and GeoIP database: its decision hash
+    /// ([`crate::answer::decision_hash`], XXH3 seeded by the revision) in the high half, and a second XXH3
+    /// pass seeded by the revision, the GeoIP database and a constant in the low half.
+    pub fn key(decision_hash: u64, revision: &str, geoip_stamp: u64, body: &[u8]) -> Key {
+        let seed = xxh3_64(revision.as_bytes()) ^ geoip_stamp.rotate_left(32) ^ SECOND_SEED;
+        (Key::from(decision_hash) << 64) | Key::from(xxh3_64_with_seed(body, seed))
     }
 
-    /// What the cache holds for `key`. A key the doorkeeper has not seen cannot have been stored, so its
-    /// first sight (now noted) skips the cache altogether.
-    pub fn lookup(&self, key: Key) -> Lookup<V> {
-        let Some(c) = &self.inner else { return Lookup::Pass };
-        if !self.doorkeeper.seen_before(key) {
-            return Lookup::Pass;
+    /// What the cache holds for the body with this decision hash; `key` makes its full key. A body the
+    /// doorkeeper has not seen (it knows bodies by their decision hash, computed for the decision id
+    /// anyway) cannot have been stored, so its first sight (now noted) skips the cache and the key.
+    pub fn lookup(&self, decision_hash: u64, key: impl FnOnce() -> Key) -> (Key, Lookup<V>) {
+        let Some(c) = &self.inner else { return (0, Lookup::Pass) };
+        if !self.doorkeeper.seen_before(decision_hash) {
+            return (0, Lookup::Pass);
         }
+        let key = key();
         match c.get(&key) {
-            Some(v) => Lookup::Hit(v),
-            None => Lookup::Admit,
+            Some(v) => (key, Lookup::Hit(v)),
+            None => (key, Lookup::Admit),
         }
     }
 
@@ -215,16 +225,16 @@ impl Doorkeeper {
         }
     }
 
-    /// Whether `key` was marked before; marks it. Both of a key's bits are in one 64-bit word (the high
-    /// half of the key picks the word, the low half the two bits), so a look-up touches one cache line,
-    /// and a key seen before (every cache hit) costs one read and no atomic write.
-    fn seen_before(&self, key: Key) -> bool {
-        let words = self.bits.len();
+    /// Whether `hash` was marked before; marks it. Both of a hash's bits are in one 64-bit word (the high
+    /// half picks the word, the low bits the two bits), so a look-up touches one cache line, and a body
+    /// seen before (every cache hit) costs one read and no atomic write.
+    fn seen_before(&self, hash: u64) -> bool {
+        let words = self.bits.len() as u64;
         if words == 0 {
             return false;
         }
-        let word = &self.bits[((key >> 64) as u64 % words as u64) as usize];
-        let mask = (1u64 << (key & 63)) | (1u64 << ((key >> 6) & 63));
+        let word = &self.bits[((hash >> 32) % words) as usize];
+        let mask = (1u64 << (hash & 63)) | (1u64 << ((hash >> 6) & 63));
         if word.load(Ordering::Relaxed) & mask == mask || word.fetch_or(mask, Ordering::Relaxed) & mask == mask {
             return true;
         }
@@ -248,34 +258,37 @@ mod tests {
 
     #[test]
     fn keys_differ_by_revision_database_and_body() {
-        let k = |rev, stamp, body| DecisionCache::<()>::key(rev, stamp, body);
+        let k = |rev: &str, stamp, body: &[u8]| {
+            DecisionCache::<()>::key(crate::answer::decision_hash(rev, body), rev, stamp, body)
+        };
         let a = k("rev1", 0, b"{}");
         assert_ne!(a, k("rev2", 0, b"{}"));
         assert_ne!(a, k("rev1", 1, b"{}"));
         assert_ne!(a, k("rev1", 0, b"{ }"));
         assert_eq!(a, k("rev1", 0, b"{}"));
+        assert_ne!(a >> 64, a & u128::from(u64::MAX), "two independent halves");
     }
 
     #[test]
     fn a_disabled_cache_holds_nothing() {
         let c = DecisionCache::<u8>::disabled();
         assert!(!c.enabled());
-        assert_eq!(c.lookup(1), Lookup::Pass);
+        assert_eq!(c.lookup(1, || 1).1, Lookup::Pass);
         c.insert(1, 1);
-        assert_eq!(c.lookup(1), Lookup::Pass);
+        assert_eq!(c.lookup(1, || 1).1, Lookup::Pass);
         assert_eq!(c.entries(), 0);
     }
 
     #[test]
     fn a_body_is_stored_the_second_time_it_is_seen() {
         let c = DecisionCache::<u32>::new(100, Duration::from_secs(60));
-        assert_eq!(c.lookup(7), Lookup::Pass, "first sight: only noted");
-        assert_eq!(c.lookup(7), Lookup::Admit, "second sight: to be stored");
-        c.insert(7, 2);
-        assert_eq!(c.lookup(7), Lookup::Hit(2));
+        assert_eq!(c.lookup(7, || 70), (0, Lookup::Pass), "first sight: only noted");
+        assert_eq!(c.lookup(7, || 70), (70, Lookup::Admit), "second sight: to be stored");
+        c.insert(70, 2);
+        assert_eq!(c.lookup(7, || 70), (70, Lookup::Hit(2)));
         c.clear();
         assert_eq!(c.entries(), 0);
-        assert_eq!(c.lookup(7), Lookup::Pass, "clearing forgets what was seen");
+        assert_eq!(c.lookup(7, || 70).1, Lookup::Pass, "clearing forgets what was seen");
     }
 
     #[test]
@@ -284,7 +297,7 @@ mod tests {
         let mut false_seen = 0;
         let total = 3 * d.window;
         for i in 0..total {
-            let key = xxh3_128_with_seed(&i.to_le_bytes(), 1);
+            let key = xxh3_64_with_seed(&i.to_le_bytes(), 1);
             false_seen += u64::from(d.seen_before(key));
         }
         // At most an eighth of the bits set per window, two bits per key: under 1.5 %, 0.7 % on average.
@@ -294,10 +307,10 @@ mod tests {
     #[test]
     fn evictions_over_capacity_are_counted() {
         let c = DecisionCache::<u32>::new(10, Duration::from_secs(60));
-        for k in 0..100u128 {
-            c.lookup(k);
-            if c.lookup(k) == Lookup::Admit {
-                c.insert(k, 0);
+        for k in 0..100u64 {
+            c.lookup(k, || k.into());
+            if let (key, Lookup::Admit) = c.lookup(k, || k.into()) {
+                c.insert(key, 0);
             }
         }
         let _ = c.entries();
