@@ -19,6 +19,7 @@ pub use metrics::Metrics;
 use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use sink::{Sink, SinkGuard};
 
@@ -70,30 +71,24 @@ pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let Ok((sink, guard)) = Sink::spawn(std::io::stdout()) else {
-        // No thread for the writer: log synchronously.
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stdout);
-        let _ = match format.resolve(terminal) {
-            LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
-            _ => builder.with_target(false).with_ansi(colour).try_init(),
-        };
-        return LogGuard { _writer: None };
+    // Without a thread for the writer (none could be spawned), log synchronously.
+    let spawned = Sink::spawn(std::io::stdout()).ok();
+    let writer = match &spawned {
+        Some((sink, _)) => BoxMakeWriter::new(sink.clone()),
+        None => BoxMakeWriter::new(std::io::stdout),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(sink.clone());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let json = format.resolve(terminal) == LogFormat::Json;
     let installed = if json {
         builder.event_format(json::JsonLines).try_init()
     } else {
         builder.with_target(false).with_ansi(colour).try_init()
     };
-    if installed.is_ok() && json {
+    let (sink, guard) = spawned.unzip();
+    if let (Ok(()), true, Some(sink)) = (&installed, json, sink) {
         let _ = JSON_SINK.set(sink);
     }
     LogGuard {
-        _writer: installed.ok().map(|()| guard),
+        _writer: installed.ok().and(guard),
     }
 }

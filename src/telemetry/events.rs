@@ -179,45 +179,52 @@ impl<S: AsRef<str>> Fields<S> {
 
     /// The device's fields: `decision_id`, `registration_id`, `enrollment`.
     fn render_head(&self) -> Box<[u8]> {
-        use super::json::{push_key, push_str};
         let mut out = Vec::with_capacity(160);
-        for (key, value) in [
-            ("decision_id", &self.decision_id),
-            ("registration_id", &self.registration_id),
-            ("enrollment", &self.enrollment),
-        ] {
-            push_key(&mut out, key);
-            push_str(&mut out, value.as_ref());
-        }
+        push_strs(
+            &mut out,
+            [
+                ("decision_id", &self.decision_id),
+                ("registration_id", &self.registration_id),
+                ("enrollment", &self.enrollment),
+            ],
+        );
         out.into_boxed_slice()
     }
 
     /// The outcome's fields: `status` through `revision`.
     fn render_tail(&self) -> Box<[u8]> {
-        use super::json::{push_key, push_str};
+        use super::json::push_key;
         let mut out = Vec::with_capacity(320);
         push_key(&mut out, "status");
         out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
-        for (key, value) in [
-            ("outcome", &self.outcome),
-            ("rule", &self.rule),
-            ("strategy", &self.strategy),
-            ("hub", &self.hub),
-        ] {
-            push_key(&mut out, key);
-            push_str(&mut out, value.as_ref());
-        }
+        push_strs(
+            &mut out,
+            [
+                ("outcome", &self.outcome),
+                ("rule", &self.rule),
+                ("strategy", &self.strategy),
+                ("hub", &self.hub),
+            ],
+        );
         push_key(&mut out, "sticky");
         out.extend_from_slice(if self.sticky { b"true" } else { b"false" });
-        for (key, value) in [
-            ("reasons", &self.reasons),
-            ("error", &self.error),
-            ("revision", &self.revision),
-        ] {
-            push_key(&mut out, key);
-            push_str(&mut out, value.as_ref());
-        }
+        push_strs(
+            &mut out,
+            [
+                ("reasons", &self.reasons),
+                ("error", &self.error),
+                ("revision", &self.revision),
+            ],
+        );
         out.into_boxed_slice()
+    }
+}
+
+/// Appends `,"key":"value"` for each pair.
+fn push_strs<S: AsRef<str>, const N: usize>(out: &mut Vec<u8>, fields: [(&str, &S); N]) {
+    for (key, value) in fields {
+        super::json::push_key(out, key);
+        super::json::push_str(out, value.as_ref());
     }
 }
 
@@ -379,11 +386,11 @@ mod tests {
         let fields = Fields::of(&answer, &rev.id).into_owned();
         let expected = fields.render();
         // The same fields through tracing and the JSON formatter.
-        let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let out = sink.clone();
+        let captured = super::super::json::Captured::default();
+        let out = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .event_format(super::super::json::JsonLines)
-            .with_writer(move || Capture(out.clone()))
+            .with_writer(move || out.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             DecisionEvent {
@@ -399,7 +406,7 @@ mod tests {
             }
             .trace(&fields);
         });
-        let line = String::from_utf8(sink.lock().expect("lock").clone()).expect("utf-8");
+        let line = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
         let fields = String::from_utf8(expected.to_vec()).expect("utf-8");
         let from = line.find(",\"decision_id\"").expect("decision_id");
         let to = line.find(",\"cache\"").expect("cache");
@@ -452,18 +459,6 @@ mod tests {
             rejection: None,
             header: None,
             hub: None,
-        }
-    }
-
-    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
         }
     }
 }

@@ -210,7 +210,6 @@ fn civil_date(unix_secs: u64) -> (i32, u8, u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     #[test]
@@ -223,18 +222,7 @@ mod tests {
         assert_eq!(s, "2000-02-29T00:00:00.000000Z");
     }
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use super::Captured as Sink;
 
     #[test]
     fn every_line_is_a_json_object_with_every_field_escaped() {
@@ -267,5 +255,21 @@ mod tests {
         assert_eq!(v["text"], "a \"quoted\"\nline\t\u{1}é");
         assert_eq!(v["display"], "a \"quoted\"\nline\t\u{1}é");
         assert!(v["timestamp"].as_str().expect("timestamp").ends_with('Z'));
+    }
+}
+
+/// An in-memory writer for tests: clones share what was written.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Captured(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
