@@ -209,10 +209,10 @@ fn answer(req: &AllocationRequest<'_>, decision: &Decision, hash: u64, rev: &Rev
         Outcome::Assigned(a) => {
             let response = AllocationResponse {
                 iot_hub_host_name: req.linked_hubs[a.linked].as_str(),
-                initial_twin: a.initial_twin.as_ref(),
-                payload: a.payload.as_ref(),
+                initial_twin: a.initial_twin.as_deref(),
+                payload: a.payload.as_deref(),
             };
-            serde_json::to_vec(&response).map_err(|_| ApiError::internal())
+            Ok(response.to_vec())
         }
         Outcome::Rejected { .. } => Err(match rule.map(|r| &r.action) {
             Some(Action::Reject(rej)) => ApiError::new(

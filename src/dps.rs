@@ -464,20 +464,45 @@ impl<'a> RawRequest<'a> {
     }
 }
 
+// The twin and the payload arrive as JSON text the engine rendered, and `to_vec` splices them in: the
+// bytes are those `serde_json` writes for the same values (tested), without building them as values.
 /// The 200 response DPS reads.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, utoipa::ToSchema)]
 pub struct AllocationResponse<'a> {
     /// The chosen hub, spelled exactly as in the request's `linkedHubs`.
-    #[serde(rename = "iotHubHostName")]
+    #[schema(rename = "iotHubHostName")]
     pub iot_hub_host_name: &'a str,
     /// The device's initial twin (`tags`, `properties.desired`); absent lets DPS use the enrollment's.
-    #[serde(rename = "initialTwin", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub initial_twin: Option<&'a Value>,
+    #[schema(rename = "initialTwin", value_type = Option<Object>)]
+    pub initial_twin: Option<&'a [u8]>,
     /// A JSON object passed to the device.
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub payload: Option<&'a Value>,
+    pub payload: Option<&'a [u8]>,
+}
+
+impl AllocationResponse<'_> {
+    /// The body: `{"iotHubHostName":..,"initialTwin":..,"payload":..}`, leaving out what is absent.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let extra = self.initial_twin.map_or(0, <[u8]>::len) + self.payload.map_or(0, <[u8]>::len);
+        let mut out = Vec::with_capacity(48 + self.iot_hub_host_name.len() + extra);
+        out.extend_from_slice(b"{\"iotHubHostName\":");
+        write_json_str(&mut out, self.iot_hub_host_name);
+        if let Some(twin) = self.initial_twin {
+            out.extend_from_slice(b",\"initialTwin\":");
+            out.extend_from_slice(twin);
+        }
+        if let Some(payload) = self.payload {
+            out.extend_from_slice(b",\"payload\":");
+            out.extend_from_slice(payload);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// A JSON string, escaped exactly as `serde_json` escapes it (writing into a `Vec` cannot fail).
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]
@@ -619,9 +644,34 @@ mod tests {
             initial_twin: None,
             payload: None,
         };
-        assert_eq!(
-            serde_json::to_string(&r).expect("serializes"),
-            r#"{"iotHubHostName":"h"}"#
-        );
+        assert_eq!(String::from_utf8_lossy(&r.to_vec()), r#"{"iotHubHostName":"h"}"#);
+    }
+
+    #[test]
+    fn response_bytes_are_what_serde_json_writes() {
+        let twin = serde_json::json!({"tags": {"a": "é\"\n"}, "properties": {"desired": {"n": 1.5}}});
+        let payload = serde_json::json!({"k": ["x", null, {"y": "\u{2028}"}]});
+        let (twin_text, payload_text) = (twin.to_string(), payload.to_string());
+        for hub in ["h.azure-devices.net", "we\"ird\\hub\u{7f}"] {
+            for (t, p) in [(true, true), (true, false), (false, true)] {
+                let r = AllocationResponse {
+                    iot_hub_host_name: hub,
+                    initial_twin: t.then_some(twin_text.as_bytes()),
+                    payload: p.then_some(payload_text.as_bytes()),
+                };
+                let mut expected = serde_json::Map::new();
+                expected.insert("iotHubHostName".to_owned(), Value::from(hub));
+                if t {
+                    expected.insert("initialTwin".to_owned(), twin.clone());
+                }
+                if p {
+                    expected.insert("payload".to_owned(), payload.clone());
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&r.to_vec()),
+                    Value::Object(expected).to_string()
+                );
+            }
+        }
     }
 }

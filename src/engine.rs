@@ -18,14 +18,13 @@ use std::fmt;
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use crate::dps::AllocationRequest;
 use crate::geo::{self, GeoIp};
 use crate::hashing::rebalance_bucket;
 use crate::policy::condition::Facts;
-use crate::policy::template::{Budget, Exhausted, ValueTemplate, Vars};
+use crate::policy::template::{Budget, ValueTemplate, Vars, write_json_object};
 use crate::policy::{
     Action, Fallback, GeoSettings, HubState, Revision, Rule, Selector, Strategy, StrategyName, UnknownLinkedHubs,
 };
@@ -88,10 +87,10 @@ pub struct Assignment {
     pub strategy: StrategyName,
     /// Whether the device stayed on its current hub.
     pub sticky: bool,
-    /// The initial twin, when the policy gives one.
-    pub initial_twin: Option<Value>,
-    /// The device payload, when the policy gives one.
-    pub payload: Option<Value>,
+    /// The initial twin, when the policy gives one: compact JSON text, as `serde_json` would write it.
+    pub initial_twin: Option<Vec<u8>>,
+    /// The device payload, when the policy gives one: compact JSON text.
+    pub payload: Option<Vec<u8>>,
 }
 
 /// One step of the reasoning, recorded on every decision.
@@ -641,27 +640,40 @@ impl Ctx<'_, '_> {
             size: None,
             limit,
         };
-        let Ok(tags) = merge(
-            tenant_twin.map_or(&[][..], |t| &t.tags),
-            &rule.twin.tags,
-            &vars,
-            TWIN_TAGS_LIMIT,
-        ) else {
-            return stopped("twin tags", TWIN_TAGS_LIMIT);
-        };
-        let Ok(desired) = merge(
-            tenant_twin.map_or(&[][..], |t| &t.desired),
-            &rule.twin.desired,
-            &vars,
-            TWIN_DESIRED_LIMIT,
-        ) else {
-            return stopped("desired properties", TWIN_DESIRED_LIMIT);
-        };
-        for (part, map, limit) in [
-            ("twin tags", &tags, TWIN_TAGS_LIMIT),
-            ("desired properties", &desired, TWIN_DESIRED_LIMIT),
+        // The twin is written as JSON text, `{"tags":{..},"properties":{"desired":{..}}}` with the empty
+        // parts left out; each part's size is checked once both are rendered, tags first.
+        let mut twin = Vec::new();
+        let tags_entries = merged(tenant_twin.map_or(&[][..], |t| &t.tags), &rule.twin.tags);
+        let desired_entries = merged(tenant_twin.map_or(&[][..], |t| &t.desired), &rule.twin.desired);
+        let mut tags_size = 0;
+        if !tags_entries.is_empty() {
+            twin.extend_from_slice(b"{\"tags\":");
+            let at = twin.len();
+            let mut budget = Budget::new(TWIN_TAGS_LIMIT);
+            if write_json_object(tags_entries, &vars, &mut budget, &mut twin).is_err() {
+                return stopped("twin tags", TWIN_TAGS_LIMIT);
+            }
+            tags_size = twin.len() - at;
+        }
+        let mut desired_size = 0;
+        if !desired_entries.is_empty() {
+            twin.extend_from_slice(if twin.is_empty() {
+                b"{\"properties\":{\"desired\":"
+            } else {
+                b",\"properties\":{\"desired\":"
+            });
+            let at = twin.len();
+            let mut budget = Budget::new(TWIN_DESIRED_LIMIT);
+            if write_json_object(desired_entries, &vars, &mut budget, &mut twin).is_err() {
+                return stopped("desired properties", TWIN_DESIRED_LIMIT);
+            }
+            desired_size = twin.len() - at;
+            twin.push(b'}');
+        }
+        for (part, size, limit) in [
+            ("twin tags", tags_size, TWIN_TAGS_LIMIT),
+            ("desired properties", desired_size, TWIN_DESIRED_LIMIT),
         ] {
-            let size = json_len(map);
             if size > limit {
                 return Outcome::TooLarge {
                     part,
@@ -670,26 +682,31 @@ impl Ctx<'_, '_> {
                 };
             }
         }
-        let initial_twin = twin_value(tags, desired);
+        let initial_twin = if twin.is_empty() {
+            None
+        } else {
+            twin.push(b'}');
+            Some(twin)
+        };
         let payload = match &rule.payload {
-            Some(p) => match p.render_within(&vars, &mut Budget::new(PAYLOAD_LIMIT)) {
-                Ok(v) => Some(v),
-                Err(Exhausted) => return stopped("payload", PAYLOAD_LIMIT),
-            },
+            Some(p) => {
+                let mut out = Vec::new();
+                if p.write_json_within(&vars, &mut Budget::new(PAYLOAD_LIMIT), &mut out)
+                    .is_err()
+                {
+                    return stopped("payload", PAYLOAD_LIMIT);
+                }
+                if out.len() > PAYLOAD_LIMIT {
+                    return Outcome::TooLarge {
+                        part: "payload",
+                        size: Some(out.len()),
+                        limit: PAYLOAD_LIMIT,
+                    };
+                }
+                Some(out)
+            }
             None => None,
         };
-        if let Some(p) = &payload
-            && json_bound(p) > PAYLOAD_LIMIT
-        {
-            let size = p.to_string().len();
-            if size > PAYLOAD_LIMIT {
-                return Outcome::TooLarge {
-                    part: "payload",
-                    size: Some(size),
-                    limit: PAYLOAD_LIMIT,
-                };
-            }
-        }
         Outcome::Assigned(Assignment {
             linked,
             hub,
@@ -733,65 +750,21 @@ fn contains_ignore_case(haystack: &str, lower_needle: &str) -> bool {
 }
 
 /// Tenant entries first, then the rule's: a key both give keeps the tenant's position and the rule's value.
-/// Only the entries that stay are rendered, within a budget of `limit` bytes of keys and strings (a lower
-/// bound of the JSON size): rendering stops as soon as the result is certain to be over the limit.
-fn merge(
-    tenant: &[(String, ValueTemplate)],
-    rule: &[(String, ValueTemplate)],
-    vars: &Vars<'_>,
-    limit: usize,
-) -> Result<Map<String, Value>, Exhausted> {
-    let mut entries: SmallVec<[(&String, &ValueTemplate); 16]> = tenant.iter().map(|(k, t)| (k, t)).collect();
+/// Only the entries that stay are rendered, by the caller, within a budget of the limit's bytes of keys and
+/// strings (a lower bound of the JSON size), so rendering stops as soon as the result is certain to be over
+/// the limit.
+fn merged<'t>(
+    tenant: &'t [(String, ValueTemplate)],
+    rule: &'t [(String, ValueTemplate)],
+) -> SmallVec<[(&'t str, &'t ValueTemplate); 16]> {
+    let mut entries: SmallVec<[(&str, &ValueTemplate); 16]> = tenant.iter().map(|(k, t)| (k.as_str(), t)).collect();
     for (k, t) in rule {
         match entries.iter_mut().find(|(key, _)| *key == k) {
             Some(e) => e.1 = t,
-            None => entries.push((k, t)),
+            None => entries.push((k.as_str(), t)),
         }
     }
-    let mut budget = Budget::new(limit);
-    let mut map = Map::new();
-    for (k, t) in entries {
-        budget.take(k.len())?;
-        map.insert(k.clone(), t.render_within(vars, &mut budget)?);
-    }
-    Ok(map)
-}
-
-/// The JSON size of a map: exact only when a cheap upper bound says it might matter.
-fn json_len(map: &Map<String, Value>) -> usize {
-    let bound: usize = 2 + map.iter().map(|(k, v)| 4 + 6 * k.len() + json_bound(v)).sum::<usize>();
-    if bound <= TWIN_TAGS_LIMIT.min(TWIN_DESIRED_LIMIT) {
-        return bound;
-    }
-    serde_json::to_vec(map).map_or(usize::MAX, |v| v.len())
-}
-
-/// An upper bound on a value's JSON size, without formatting it: a string escapes to at most six bytes
-/// per byte, a number takes at most 24.
-fn json_bound(v: &Value) -> usize {
-    match v {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 24,
-        Value::String(s) => 2 + 6 * s.len(),
-        Value::Array(items) => 2 + items.iter().map(|i| 1 + json_bound(i)).sum::<usize>(),
-        Value::Object(m) => 2 + m.iter().map(|(k, v)| 4 + 6 * k.len() + json_bound(v)).sum::<usize>(),
-    }
-}
-
-fn twin_value(tags: Map<String, Value>, desired: Map<String, Value>) -> Option<Value> {
-    if tags.is_empty() && desired.is_empty() {
-        return None;
-    }
-    let mut twin = Map::new();
-    if !tags.is_empty() {
-        twin.insert("tags".to_owned(), Value::Object(tags));
-    }
-    if !desired.is_empty() {
-        let mut props = Map::new();
-        props.insert("desired".to_owned(), Value::Object(desired));
-        twin.insert("properties".to_owned(), Value::Object(props));
-    }
-    Some(Value::Object(twin))
+    entries
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Number, Value};
 
 use super::condition::JsonPath;
+use crate::dps::write_json_str;
 
 /// A template variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,8 +264,9 @@ fn render_var(var: &Var, v: &Vars<'_>, budget: &mut Budget, out: &mut String) ->
 /// A JSON value with templated strings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValueTemplate {
-    /// No variables anywhere below.
-    Const(Value),
+    /// No variables anywhere below: the value, and its compact JSON text rendered once when the policy
+    /// loads (the bytes `serde_json` writes for it).
+    Const(Value, Box<str>),
     /// A templated string.
     Str(StrTemplate),
     /// An array with templates inside.
@@ -280,13 +282,13 @@ impl ValueTemplate {
             toml::Value::String(s) => {
                 let t = StrTemplate::parse(s, allowed)?;
                 match t.as_literal() {
-                    Some(lit) => ValueTemplate::Const(Value::String(lit.to_owned())),
+                    Some(lit) => Self::constant(Value::String(lit.to_owned())),
                     None => ValueTemplate::Str(t),
                 }
             }
-            toml::Value::Integer(i) => ValueTemplate::Const(Value::from(*i)),
+            toml::Value::Integer(i) => Self::constant(Value::from(*i)),
             toml::Value::Float(f) => match Number::from_f64(*f) {
-                Some(n) => ValueTemplate::Const(Value::Number(n)),
+                Some(n) => Self::constant(Value::Number(n)),
                 None => {
                     return Err(TemplateError {
                         message: "twin and payload numbers must be finite".to_owned(),
@@ -294,8 +296,8 @@ impl ValueTemplate {
                     });
                 }
             },
-            toml::Value::Boolean(b) => ValueTemplate::Const(Value::Bool(*b)),
-            toml::Value::Datetime(d) => ValueTemplate::Const(Value::String(d.to_string())),
+            toml::Value::Boolean(b) => Self::constant(Value::Bool(*b)),
+            toml::Value::Datetime(d) => Self::constant(Value::String(d.to_string())),
             toml::Value::Array(items) => {
                 let items = items
                     .iter()
@@ -316,12 +318,22 @@ impl ValueTemplate {
         Ok(Self::object(entries))
     }
 
+    /// A constant, with its JSON text.
+    fn constant(value: Value) -> Self {
+        let json = value.to_string().into_boxed_str();
+        ValueTemplate::Const(value, json)
+    }
+
     fn array(items: Vec<ValueTemplate>) -> Self {
-        if items.iter().all(|i| matches!(i, ValueTemplate::Const(_))) {
-            let values = items
-                .into_iter()
-                .filter_map(|i| if let ValueTemplate::Const(v) = i { Some(v) } else { None });
-            ValueTemplate::Const(Value::Array(values.collect()))
+        if items.iter().all(|i| matches!(i, ValueTemplate::Const(..))) {
+            let values = items.into_iter().filter_map(|i| {
+                if let ValueTemplate::Const(v, _) = i {
+                    Some(v)
+                } else {
+                    None
+                }
+            });
+            Self::constant(Value::Array(values.collect()))
         } else {
             ValueTemplate::Array(items)
         }
@@ -329,18 +341,18 @@ impl ValueTemplate {
 
     /// An object from entries, folded into a constant when nothing below is templated.
     pub fn object(entries: Vec<(String, ValueTemplate)>) -> Self {
-        if entries.iter().all(|(_, v)| matches!(v, ValueTemplate::Const(_))) {
+        if entries.iter().all(|(_, v)| matches!(v, ValueTemplate::Const(..))) {
             let map: Map<String, Value> = entries
                 .into_iter()
                 .filter_map(|(k, v)| {
-                    if let ValueTemplate::Const(v) = v {
+                    if let ValueTemplate::Const(v, _) = v {
                         Some((k, v))
                     } else {
                         None
                     }
                 })
                 .collect();
-            ValueTemplate::Const(Value::Object(map))
+            Self::constant(Value::Object(map))
         } else {
             ValueTemplate::Object(entries)
         }
@@ -350,10 +362,9 @@ impl ValueTemplate {
     pub fn entries(&self) -> Vec<(String, ValueTemplate)> {
         match self {
             ValueTemplate::Object(e) => e.clone(),
-            ValueTemplate::Const(Value::Object(m)) => m
-                .iter()
-                .map(|(k, v)| (k.clone(), ValueTemplate::Const(v.clone())))
-                .collect(),
+            ValueTemplate::Const(Value::Object(m), _) => {
+                m.iter().map(|(k, v)| (k.clone(), Self::constant(v.clone()))).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -362,7 +373,7 @@ impl ValueTemplate {
     pub fn is_empty_object(&self) -> bool {
         match self {
             ValueTemplate::Object(e) => e.is_empty(),
-            ValueTemplate::Const(Value::Object(m)) => m.is_empty(),
+            ValueTemplate::Const(Value::Object(m), _) => m.is_empty(),
             _ => false,
         }
     }
@@ -376,7 +387,7 @@ impl ValueTemplate {
     /// own and cost nothing; keys and rendered strings are counted.
     pub fn render_within(&self, v: &Vars<'_>, budget: &mut Budget) -> Result<Value, Exhausted> {
         Ok(match self {
-            ValueTemplate::Const(c) => c.clone(),
+            ValueTemplate::Const(c, _) => c.clone(),
             ValueTemplate::Str(t) => Value::String(t.render_within(v, budget)?),
             ValueTemplate::Array(items) => Value::Array(
                 items
@@ -395,15 +406,62 @@ impl ValueTemplate {
         })
     }
 
+    /// Writes the compact JSON text [`render_within`](Self::render_within) would produce, byte for byte
+    /// what `serde_json` writes for that value, without building it: constants are copied from their
+    /// text, strings escaped as `serde_json` escapes them. The budget is spent exactly as there, so
+    /// both stop at the same point.
+    pub fn write_json_within(&self, v: &Vars<'_>, budget: &mut Budget, out: &mut Vec<u8>) -> Result<(), Exhausted> {
+        match self {
+            ValueTemplate::Const(_, json) => out.extend_from_slice(json.as_bytes()),
+            ValueTemplate::Str(t) => write_json_str(out, &t.render_within(v, budget)?),
+            ValueTemplate::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_json_within(v, budget, out)?;
+                }
+                out.push(b']');
+            }
+            ValueTemplate::Object(entries) => {
+                write_json_object(entries.iter().map(|(k, t)| (k.as_str(), t)), v, budget, out)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether any string below uses a variable matching the predicate.
     pub fn uses(&self, pred: &dyn Fn(&Var) -> bool) -> bool {
         match self {
-            ValueTemplate::Const(_) => false,
+            ValueTemplate::Const(..) => false,
             ValueTemplate::Str(t) => t.uses(pred),
             ValueTemplate::Array(items) => items.iter().any(|i| i.uses(pred)),
             ValueTemplate::Object(entries) => entries.iter().any(|(_, t)| t.uses(pred)),
         }
     }
+}
+
+/// Writes a JSON object of these entries, in this order (keys unique), as
+/// [`ValueTemplate::write_json_within`] writes an object: each key is paid from the budget before its value.
+pub fn write_json_object<'t>(
+    entries: impl IntoIterator<Item = (&'t str, &'t ValueTemplate)>,
+    v: &Vars<'_>,
+    budget: &mut Budget,
+    out: &mut Vec<u8>,
+) -> Result<(), Exhausted> {
+    out.push(b'{');
+    for (i, (k, t)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        budget.take(k.len())?;
+        write_json_str(out, k);
+        out.push(b':');
+        t.write_json_within(v, budget, out)?;
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 /// Every variable is allowed.
@@ -475,10 +533,49 @@ mod tests {
     }
 
     #[test]
+    fn json_text_is_byte_for_byte_what_serde_json_writes_of_the_rendered_value() {
+        let toml_src = r#"
+            plain = "on"
+            quote = "say \"hi\"\n\ttab \u0001 é ✓ ${registration_id}"
+            n = -3
+            f = 2.5
+            big = 1e300
+            b = true
+            when = 1979-05-27T07:32:00Z
+            list = ["a", "${hub}", 1, ["${payload.fw}", {}], []]
+            empty = {}
+            nested = { x = "${payload.n}", y = { z = "${payload.obj}", w = "${payload.none}" }, k = "const" }
+            "key \"with\" quotes" = "${hub.tags.tier}"
+        "#;
+        let t: toml::Table = toml::from_str(toml_src).expect("toml");
+        let tpl = ValueTemplate::from_table(&t, &any_var).expect("template");
+        let p = json!({"fw": "1.2\"x", "n": 3.25, "obj": {"a": [1, null, "é"]}});
+        let tags = BTreeMap::from([("tier".to_owned(), "gold\u{2028}".to_owned())]);
+        let v = vars(Some(&p), Some(&tags));
+        let expected = serde_json::to_vec(&tpl.render(&v)).expect("json");
+        let mut out = Vec::new();
+        tpl.write_json_within(&v, &mut Budget::unlimited(), &mut out)
+            .expect("unlimited");
+        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+        // Every budget stops both at the same point, with the same budget left.
+        for limit in 0..200 {
+            let (mut a, mut b) = (Budget::new(limit), Budget::new(limit));
+            let value = tpl.render_within(&v, &mut a);
+            let mut out = Vec::new();
+            let text = tpl.write_json_within(&v, &mut b, &mut out);
+            assert_eq!(value.is_ok(), text.is_ok(), "limit {limit}");
+            assert_eq!(a, b, "limit {limit}");
+            if let Ok(value) = value {
+                assert_eq!(serde_json::to_vec(&value).expect("json"), out, "limit {limit}");
+            }
+        }
+    }
+
+    #[test]
     fn tables_keep_their_order_and_fold_constants() {
         let t: toml::Table = toml::from_str("state = \"on\"\ntemperatureSetting = \"65\"\nn = 1").expect("toml");
         let v = ValueTemplate::from_table(&t, &any_var).expect("template");
-        assert!(matches!(v, ValueTemplate::Const(_)));
+        assert!(matches!(v, ValueTemplate::Const(..)));
         assert_eq!(
             v.render(&vars(None, None)).to_string(),
             r#"{"state":"on","temperatureSetting":"65","n":1}"#

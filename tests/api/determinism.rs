@@ -198,7 +198,12 @@ fn two_replicas_answer_a_whole_fleet_with_identical_bytes() {
     let policies = repo().join("policies");
     let args = ["--policies", policies.to_str().expect("utf-8"), "--geoip", db_arg];
     let a = Server::start(&args, &[]);
-    let b = Server::start(&args, &[]);
+    // DPS_ALLOCATOR_TEST_BIN_B runs the second replica from another build: a change that must not alter a
+    // single answer (docs/performance.md) is checked by answering the fleet with the builds before and after.
+    let b = match std::env::var("DPS_ALLOCATOR_TEST_BIN_B") {
+        Ok(other) => Server::start_binary(&other, &args, &[]),
+        Err(_) => Server::start(&args, &[]),
+    };
     let (addr_a, addr_b) = (a.addr, b.addr);
     let ta = std::thread::spawn(move || answer_fleet(addr_a));
     let tb = std::thread::spawn(move || answer_fleet(addr_b));

@@ -39,8 +39,13 @@ impl Server {
     /// Starts `dps-allocator serve ARGS` in the repository with extra environment, and waits for its
     /// listening line. `--listen 127.0.0.1:0` is added unless `args` or `env` choose the address.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_binary(&bin(), args, env)
+    }
+
+    /// [`start`](Self::start) with a given binary.
+    pub fn start_binary(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let log = std::env::temp_dir().join(format!("dps-live-{}-{}.log", std::process::id(), unique()));
-        let mut cmd = Command::new(bin());
+        let mut cmd = Command::new(binary);
         cmd.arg("serve");
         let chooses = args.contains(&"--listen") || env.iter().any(|(k, _)| k.starts_with("FUNCTIONS_"));
         if !chooses {
