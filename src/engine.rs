@@ -94,7 +94,7 @@ pub struct Assignment {
 }
 
 /// One step of the reasoning, recorded on every decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// The rule's conditions held.
     RuleMatched,

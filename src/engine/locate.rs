@@ -15,7 +15,7 @@ use crate::policy::GeoSettings;
 use crate::policy::condition::Whereabouts;
 
 /// Where a location came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LocationSource {
     /// Coordinates in the payload.
@@ -49,7 +49,7 @@ pub struct DeviceLocation {
 }
 
 /// Why a source did not yield a location.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Unknown {
     /// The device sent no payload, or none of the configured paths.

@@ -195,7 +195,7 @@ pub struct RawRule {
 }
 
 /// A strategy name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyName {
     /// The first candidate in the selector's order.

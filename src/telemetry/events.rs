@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use xxhash_rust::xxh3::xxh3_128_with_seed;
+use xxhash_rust::xxh3::Xxh3;
 
 use super::Metrics;
 use crate::answer::{Answer, Verdict};
@@ -72,11 +72,10 @@ pub struct Outcomes(Mutex<HashMap<u128, Arc<Common>>>);
 pub const OUTCOMES_MAX: usize = 4096;
 
 impl Outcomes {
-    /// The shared part for `tail` (the key), made by `make` when it is new.
-    fn get(&self, tail: Box<[u8]>, decided: bool, make: impl FnOnce(Box<[u8]>) -> Common) -> Arc<Common> {
-        let key = xxh3_128_with_seed(&tail, u64::from(decided));
+    /// The shared part for the outcome `key` (see [`outcome_key`]), made by `make` when it is new.
+    fn get(&self, key: u128, make: impl FnOnce() -> Common) -> Arc<Common> {
         let Ok(mut map) = self.0.lock() else {
-            return Arc::new(make(tail));
+            return Arc::new(make());
         };
         if let Some(c) = map.get(&key) {
             return c.clone();
@@ -84,7 +83,7 @@ impl Outcomes {
         if map.len() >= OUTCOMES_MAX {
             map.clear();
         }
-        let c = Arc::new(make(tail));
+        let c = Arc::new(make());
         map.insert(key, c.clone());
         c
     }
@@ -178,17 +177,13 @@ impl<S: AsRef<str>> Fields<S> {
     }
 
     /// The device's fields: `decision_id`, `registration_id`, `enrollment`.
+    #[cfg(test)]
     fn render_head(&self) -> Box<[u8]> {
-        let mut out = Vec::with_capacity(160);
-        push_strs(
-            &mut out,
-            [
-                ("decision_id", &self.decision_id),
-                ("registration_id", &self.registration_id),
-                ("enrollment", &self.enrollment),
-            ],
-        );
-        out.into_boxed_slice()
+        render_head(
+            self.decision_id.as_ref(),
+            self.registration_id.as_ref(),
+            self.enrollment.as_ref(),
+        )
     }
 
     /// The outcome's fields: `status` through `revision`.
@@ -220,6 +215,20 @@ impl<S: AsRef<str>> Fields<S> {
     }
 }
 
+/// `,"decision_id":…,"registration_id":…,"enrollment":…`, as the JSON formatter writes them.
+fn render_head(decision_id: &str, registration_id: &str, enrollment: &str) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(160);
+    push_strs(
+        &mut out,
+        [
+            ("decision_id", &decision_id),
+            ("registration_id", &registration_id),
+            ("enrollment", &enrollment),
+        ],
+    );
+    out.into_boxed_slice()
+}
+
 /// Appends `,"key":"value"` for each pair.
 fn push_strs<S: AsRef<str>, const N: usize>(out: &mut Vec<u8>, fields: [(&str, &S); N]) {
     for (key, value) in fields {
@@ -228,34 +237,70 @@ fn push_strs<S: AsRef<str>, const N: usize>(out: &mut Vec<u8>, fields: [(&str, &
     }
 }
 
+/// A 128-bit hash of everything an answer's [`Common`] part is made of (the fields of its log tail, and
+/// whether a decision was made), taken from the fields themselves: an answer whose outcome is already
+/// known is never rendered. Two answers with the same key render the same tail.
+fn outcome_key(a: &Answer, revision: &str) -> u128 {
+    use std::hash::Hash;
+    let mut h = Xxh3::new();
+    let s = a.summary.as_ref();
+    for text in [
+        a.outcome(),
+        s.and_then(|s| s.rule.as_deref()).unwrap_or(""),
+        s.and_then(|s| s.strategy).unwrap_or(""),
+        a.hub().unwrap_or(""),
+        a.error.as_ref().map_or("", |e| e.code()),
+        revision,
+    ] {
+        text.hash(&mut h);
+    }
+    (a.status, s.is_some(), s.is_some_and(|s| s.sticky)).hash(&mut h);
+    // The `reasons` field: a refused request's error message, else the decision's reasons.
+    match (s, &a.error) {
+        (None, Some(e)) => (0u8, e.message.as_str()).hash(&mut h),
+        _ => (1u8, s.map_or(&[][..], |s| &s.reasons)).hash(&mut h),
+    }
+    h.digest128()
+}
+
 impl Prepared {
     /// Prepares the log fields, counters and header of `answer`, given by revision `revision`, sharing
-    /// the outcome's part through `outcomes`.
+    /// the outcome's part through `outcomes`: only an outcome not seen before is rendered.
     pub fn new(answer: &Answer, revision: &str, m: &Metrics, outcomes: &Outcomes) -> Self {
-        let fields = Fields::of(answer, revision);
-        let s = answer.summary.as_ref();
-        let common = outcomes.get(fields.render_tail(), s.is_some(), |tail| Common {
-            tail,
-            requests: m.requests.with_label_values(&[&fields.outcome]),
-            assignment: s.filter(|s| s.verdict == Verdict::Assigned).map(|s| {
-                let hub = s.catalogued_hub.as_deref().unwrap_or("uncatalogued");
-                let sticky = if s.sticky { "true" } else { "false" };
-                m.assignments
-                    .with_label_values(&[hub, &fields.rule, &fields.strategy, sticky])
-            }),
-            rejection: match (s, &answer.error) {
-                (Some(s), Some(e)) if s.verdict == Verdict::Rejected && s.rule.is_some() => {
-                    Some(m.rejections.with_label_values(&[&fields.rule, e.code()]))
-                }
-                _ => None,
-            },
-            header: s.map(|s| s.header().into_boxed_str()),
-            hub: answer.hub().map(Box::from),
+        let common = outcomes.get(outcome_key(answer, revision), || {
+            let fields = Fields::of(answer, revision);
+            let s = answer.summary.as_ref();
+            Common {
+                tail: fields.render_tail(),
+                requests: m.requests.with_label_values(&[&fields.outcome]),
+                assignment: s.filter(|s| s.verdict == Verdict::Assigned).map(|s| {
+                    let hub = s.catalogued_hub.as_deref().unwrap_or("uncatalogued");
+                    let sticky = if s.sticky { "true" } else { "false" };
+                    m.assignments
+                        .with_label_values(&[hub, &fields.rule, &fields.strategy, sticky])
+                }),
+                rejection: match (s, &answer.error) {
+                    (Some(s), Some(e)) if s.verdict == Verdict::Rejected && s.rule.is_some() => {
+                        Some(m.rejections.with_label_values(&[&fields.rule, e.code()]))
+                    }
+                    _ => None,
+                },
+                header: s.map(|s| s.header().into_boxed_str()),
+                hub: answer.hub().map(Box::from),
+            }
         });
         let json = super::json_sink().is_some();
         Prepared {
-            head: if json { fields.render_head() } else { Box::default() },
-            values: (!json).then(|| Box::new(fields.into_owned())),
+            head: if json {
+                render_head(
+                    &answer.decision_id,
+                    answer.registration_id.as_deref().unwrap_or(""),
+                    answer.enrollment.as_deref().unwrap_or(""),
+                )
+            } else {
+                Box::default()
+            },
+            values: (!json).then(|| Box::new(Fields::of(answer, revision).into_owned())),
             common,
         }
     }
@@ -441,14 +486,70 @@ mod tests {
         assert!(!Arc::ptr_eq(&one.common, &refused.common));
         assert_eq!((refused.header(), outcomes.len()), (None, 2));
         for i in 2..OUTCOMES_MAX {
-            outcomes.get(i.to_string().into_bytes().into(), true, |tail| Common {
-                tail,
-                ..common(&m)
-            });
+            outcomes.get(i as u128, || common(&m));
         }
         assert_eq!(outcomes.len(), OUTCOMES_MAX);
-        outcomes.get(b"one more".to_vec().into(), true, |tail| Common { tail, ..common(&m) });
+        outcomes.get(u128::MAX, || common(&m));
         assert_eq!(outcomes.len(), 1, "started over");
+    }
+
+    /// The outcome key, taken from the fields without rendering them, tells answers apart exactly as
+    /// their rendered tails do: the same key, the same tail; a different tail, a different key.
+    #[test]
+    fn the_outcome_key_separates_exactly_what_the_tail_renders() {
+        let rev = compile(vec![Source::new(
+            "t.toml",
+            r#"
+[[hub]]
+host = "h1.azure-devices.net"
+[[hub]]
+host = "h2.azure-devices.net"
+[[hub]]
+host = "h3.azure-devices.net"
+[[rule]]
+name = "revoked"
+when = { registration_id = { contains = "bad" } }
+reject = { status = 403, reason = "revoked", message = "revoked device" }
+[[rule]]
+name = "nowhere"
+when = { registration_id = { contains = "lost" } }
+hubs = ["h3.azure-devices.net"]
+[[rule]]
+name = "all"
+sticky = true
+"#,
+        )])
+        .expect("policy");
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for id in ["dev-1", "dev-2", "dev-3", "bad-1", "bad-2", "lost-1", "lost-2"] {
+            for current in [
+                "",
+                "h1.azure-devices.net",
+                "h2.azure-devices.net",
+                "H2.azure-devices.net",
+            ] {
+                let current = if current.is_empty() {
+                    String::new()
+                } else {
+                    format!(r#","currentIotHubHostName":"{current}""#)
+                };
+                bodies.push(format!(
+                    r#"{{"enrollmentGroup":{{"enrollmentGroupId":"g"}},"deviceRuntimeContext":{{"registrationId":"{id}"{current}}},"linkedHubs":["h1.azure-devices.net","H2.azure-devices.net"]}}"#
+                ).into_bytes());
+            }
+        }
+        bodies.extend([b"{".to_vec(), b"[]".to_vec(), br#"{"linkedHubs":[]}"#.to_vec()]);
+        let mut by_key = HashMap::new();
+        let mut tails = std::collections::HashSet::new();
+        for b in &bodies {
+            let a = crate::answer::allocate(b, &rev, None);
+            let tail = (Fields::of(&a, &rev.id).render_tail(), a.summary.is_some());
+            tails.insert(tail.clone());
+            let kept = by_key.entry(outcome_key(&a, &rev.id)).or_insert_with(|| tail.clone());
+            assert_eq!(*kept, tail, "one key, two tails");
+        }
+        assert_eq!(by_key.len(), tails.len(), "tails that differ have keys that differ");
+        assert!(tails.len() >= 8, "the answers cover several outcomes: {}", tails.len());
     }
 
     fn common(m: &Metrics) -> Common {
