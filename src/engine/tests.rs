@@ -251,6 +251,57 @@ twin.tags = { tier = "${payload.tier}", hub = "${hub}" }
 }
 
 #[test]
+fn twin_and_payload_texts_are_exact_and_leave_out_empty_parts() {
+    let text = |v: &Option<Vec<u8>>| v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
+    let assigned = |toml: &str| {
+        let rev = policy(toml);
+        let (d, _) = run(&rev, &request("d", &["h"], None, json!({ "payload": { "n": 2 } })));
+        let Outcome::Assigned(a) = d.outcome else {
+            panic!("assigned: {:?}", d.outcome)
+        };
+        (text(&a.initial_twin), text(&a.payload))
+    };
+    assert_eq!(
+        assigned("[[rule]]\nname = \"r\"\ntwin.desired = { s = \"on\", n = \"${payload.n}\" }\n"),
+        (
+            Some(r#"{"properties":{"desired":{"s":"on","n":"2"}}}"#.to_owned()),
+            None
+        )
+    );
+    assert_eq!(
+        assigned(
+            "[[rule]]\nname = \"r\"\ntwin.tags = { t = 1 }\ntwin.desired = { d = [1.5, {}] }\npayload = { k = \"${registration_id}\" }\n"
+        ),
+        (
+            Some(r#"{"tags":{"t":1},"properties":{"desired":{"d":[1.5,{}]}}}"#.to_owned()),
+            Some(r#"{"k":"d"}"#.to_owned())
+        )
+    );
+    assert_eq!(assigned("[[rule]]\nname = \"r\"\n"), (None, None));
+}
+
+#[test]
+fn desired_properties_and_payload_over_their_limits_report_their_exact_size() {
+    // 20,000 quotes: 20,000 bytes of budget, 40,000 of JSON, over the 32 KiB limits.
+    let quotes = "\"".repeat(20_000);
+    for (part, name) in [("twin.desired", "desired properties"), ("payload", "payload")] {
+        let rev = policy(&format!(
+            "[[rule]]\nname = \"r\"\n{part} = {{ a = \"${{payload.v}}\" }}\n"
+        ));
+        let (d, _) = run(&rev, &request("d", &["h"], None, json!({ "payload": { "v": quotes } })));
+        assert_eq!(
+            d.outcome,
+            Outcome::TooLarge {
+                part: name,
+                size: Some(40_008),
+                limit: 32 * 1024
+            },
+            "{part}"
+        );
+    }
+}
+
+#[test]
 fn rendering_stops_as_soon_as_a_twin_or_payload_is_certain_to_be_over_its_limit() {
     // A 120 KB payload value referenced 1,000 times once rendered ~120 MB before the size check.
     let refs: Vec<String> = (0..1000).map(|i| format!("k{i} = \"${{payload.big}}\"")).collect();

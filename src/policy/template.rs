@@ -339,7 +339,8 @@ impl ValueTemplate {
         }
     }
 
-    /// An object from entries, folded into a constant when nothing below is templated.
+    /// An object from entries (keys unique, as in a TOML table), folded into a constant when nothing
+    /// below is templated.
     pub fn object(entries: Vec<(String, ValueTemplate)>) -> Self {
         if entries.iter().all(|(_, v)| matches!(v, ValueTemplate::Const(..))) {
             let map: Map<String, Value> = entries

@@ -545,8 +545,14 @@ sticky = true
             let a = crate::answer::allocate(b, &rev, None);
             let tail = (Fields::of(&a, &rev.id).render_tail(), a.summary.is_some());
             tails.insert(tail.clone());
-            let kept = by_key.entry(outcome_key(&a, &rev.id)).or_insert_with(|| tail.clone());
-            assert_eq!(*kept, tail, "one key, two tails");
+            let shared = (
+                tail.clone(),
+                a.summary.as_ref().map(|s| s.header()),
+                a.hub().map(str::to_owned),
+                a.summary.as_ref().and_then(|s| s.catalogued_hub.clone()),
+            );
+            let kept = by_key.entry(outcome_key(&a, &rev.id)).or_insert_with(|| shared.clone());
+            assert_eq!(*kept, shared, "one key, two tails, headers, hubs or metric labels");
         }
         assert_eq!(by_key.len(), tails.len(), "tails that differ have keys that differ");
         assert!(tails.len() >= 8, "the answers cover several outcomes: {}", tails.len());
