@@ -201,11 +201,15 @@ def http():
 TUTORIAL = ROOT / "scripts" / "bench" / "tutorial"
 
 
-def tutorial(extra=(), name="tutorial"):
+def tutorial_argv(extra=()):
     """dps-allocator as issue 15 measures it: the tutorial policy, default settings (cache on), one JSON
     decision line per decision to a file, metrics on."""
-    return Server([BIN, "serve", "--listen", "127.0.0.1:{port}", "--workers", "1", "--policies", TUTORIAL,
-                   "--log-format", "json", *extra], name)
+    return [BIN, "serve", "--listen", "127.0.0.1:{port}", "--workers", "1", "--policies", TUTORIAL,
+            "--log-format", "json", *extra]
+
+
+def tutorial(extra=(), name="tutorial"):
+    return Server(tutorial_argv(extra), name)
 
 
 def no_cache():
@@ -389,18 +393,10 @@ def profile():
         log("valgrind missing: no profile")
         return
     log("profile: callgrind of the server under load")
-    port = free_port()
-    cg = OUT / "callgrind.out"
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}", BIN, "serve",
-                          "--listen", f"127.0.0.1:{port}", "--workers", "1", "--policies", "policies",
-                          "--geoip", OUT / "test-city.mmdb", "--log-format", "json"],
-                         stdout=open(OUT / "profile.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
-    wait_listening(OUT / "profile.log", p, timeout=120)
-    m = wrk(f"http://127.0.0.1:{port}", seconds=8 if QUICK else 15, conns=8)
-    p.send_signal(signal.SIGTERM)
-    p.wait(timeout=60)
-    ann = sh(["callgrind_annotate", "--inclusive=yes", str(cg)])
-    total = int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann).group(1).replace(",", ""))
+    argv = [BIN, "serve", "--listen", "127.0.0.1:{port}", "--workers", "1", "--policies", "policies",
+            "--geoip", OUT / "test-city.mmdb", "--log-format", "json"]
+    m, ann, total = callgrind(argv, "profile", lambda url, _: wrk(url, seconds=8 if QUICK else 15, conns=8),
+                              ["--inclusive=yes"])
     parts = {"handler (everything dps-allocator does for a request)": r"handler_service::\{\{closure\}\}::\{\{closure\}\}",
              "parse the AllocationRequest (the floor does this too)": r"dps::AllocationRequest::parse",
              "decide (rules, candidates, hashing, GeoIP, templates)": r"engine::decide",
@@ -414,7 +410,25 @@ def profile():
                 share[label] = n / m["requests"]
                 break
     results["profile"] = {"requests": m["requests"], "per_request": total / m["requests"], "parts": share}
+
+
+def callgrind(argv, name, load, annotate=()):
+    """Runs `argv` (a server; `{port}` becomes a free port) under callgrind, lets `load(url, process)` drive
+    it and return the load generator's figures, stops it with SIGTERM, and returns those figures,
+    callgrind_annotate's report (with the `annotate` options) and the program's total instructions."""
+    port = free_port()
+    argv = [str(a).replace("{port}", str(port)) for a in argv]
+    cg, out = OUT / f"callgrind-{name}.out", OUT / f"{name}.log"
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}", *argv],
+                         stdout=open(out, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    wait_listening(out, p, timeout=120)
+    m = load(f"http://127.0.0.1:{port}", p)
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=60)
+    ann = sh(["callgrind_annotate", *annotate, str(cg)])
+    total = int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann).group(1).replace(",", ""))
     cg.unlink(missing_ok=True)
+    return m, ann, total
 
 
 def instructions():
@@ -426,32 +440,20 @@ def instructions():
         log("valgrind missing: no instruction counts")
         return
     runs = {"floor, rotation": ([FLOOR, "127.0.0.1:{port}", "1"], 1000),
-            "default, rotation": (None, 1000),
-            "default, every request new": (None, 0),
-            "no cache, every request new": (["--cache-capacity", "0"], 0)}
+            "default, rotation": (tutorial_argv(), 1000),
+            "default, every request new": (tutorial_argv(), 0),
+            "no cache, every request new": (tutorial_argv(["--cache-capacity", "0"]), 0)}
     found = {}
     for label, (argv, ids) in runs.items():
         log(f"instructions: {label}")
-        port = free_port()
-        if argv is None or argv[0] != FLOOR:
-            argv = [BIN, "serve", "--listen", "127.0.0.1:{port}", "--workers", "1", "--policies", TUTORIAL,
-                    "--log-format", "json", *(argv or [])]
-        argv = [str(a).replace("{port}", str(port)) for a in argv]
-        cg, out = OUT / "callgrind-rp.out", OUT / "callgrind-rp.log"
-        p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}", *argv],
-                             stdout=open(out, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
-        wait_listening(out, p, timeout=120)
-        url = f"http://127.0.0.1:{port}"
-        wrk(url, seconds=4, conns=8, mix="tutorial", ids=ids)
-        sh(["callgrind_control", "--zero", str(p.pid)])
-        m = wrk(url, seconds=6 if QUICK else 12, conns=8, mix="tutorial", ids=ids, first=10**9)
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=60)
-        ann = sh(["callgrind_annotate", str(cg)])
-        total = int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann).group(1).replace(",", ""))
+
+        def load(url, p, ids=ids):
+            wrk(url, seconds=4, conns=8, mix="tutorial", ids=ids)
+            sh(["callgrind_control", "--zero", str(p.pid)])
+            return wrk(url, seconds=6 if QUICK else 12, conns=8, mix="tutorial", ids=ids, first=10**9)
+
+        m, _, total = callgrind(argv, "instructions", load)
         found[label] = {"requests": m["requests"], "per_request": total / m["requests"]}
-        cg.unlink(missing_ok=True)
-        out.unlink(missing_ok=True)
     results["instructions"] = found
 
 

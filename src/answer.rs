@@ -246,7 +246,7 @@ fn answer(req: &AllocationRequest<'_>, decision: &Decision, hash: u64, rev: &Rev
     Answer {
         status,
         body: out,
-        decision_id: format!("{hash:016x}"),
+        decision_id: hex_id(hash),
         registration_id: Some(req.registration_id.as_str().to_owned()),
         enrollment: Some(match req.enrollment.group_id.as_ref() {
             Some(g) => g.as_str().to_owned(),
@@ -260,7 +260,12 @@ fn answer(req: &AllocationRequest<'_>, decision: &Decision, hash: u64, rev: &Rev
 
 /// 16 hex digits of [`decision_hash`].
 pub fn decision_id(revision: &str, body: &[u8]) -> String {
-    format!("{:016x}", decision_hash(revision, body))
+    hex_id(decision_hash(revision, body))
+}
+
+/// A decision id's text: 16 hex digits.
+fn hex_id(hash: u64) -> String {
+    format!("{hash:016x}")
 }
 
 /// XXH3 (64 bits) over the request body, seeded by the revision id: the decision id's value.

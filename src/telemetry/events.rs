@@ -125,24 +125,23 @@ struct Fields<S> {
 impl<'a> Fields<Cow<'a, str>> {
     /// The fields of `a`, given under `revision`, borrowed from them (the reasons are rendered).
     fn of(a: &'a Answer, revision: &'a str) -> Self {
-        let s = a.summary.as_ref();
-        // A refused request has no decision: its reason is the error's message.
-        let reasons = match (s, &a.error) {
-            (None, Some(e)) => Cow::Borrowed(e.message.as_str()),
-            _ => Cow::Owned(Reasons(s.map_or(&[][..], |s| &s.reasons)).to_string()),
+        let [outcome, rule, strategy, hub, error] = outcome_texts(a);
+        let reasons = match reasons_of(a) {
+            Ok(reasons) => Cow::Owned(Reasons(reasons).to_string()),
+            Err(message) => Cow::Borrowed(message),
         };
         Fields {
             decision_id: a.decision_id.as_str().into(),
             registration_id: a.registration_id.as_deref().unwrap_or("").into(),
             enrollment: a.enrollment.as_deref().unwrap_or("").into(),
             status: a.status,
-            outcome: a.outcome().into(),
-            rule: s.and_then(|s| s.rule.as_deref()).unwrap_or("").into(),
-            strategy: s.and_then(|s| s.strategy).unwrap_or("").into(),
-            hub: a.hub().unwrap_or("").into(),
-            sticky: s.is_some_and(|s| s.sticky),
+            outcome: outcome.into(),
+            rule: rule.into(),
+            strategy: strategy.into(),
+            hub: hub.into(),
+            sticky: a.summary.as_ref().is_some_and(|s| s.sticky),
             reasons,
-            error: a.error.as_ref().map_or("", |e| e.code()).into(),
+            error: error.into(),
             revision: revision.into(),
         }
     }
@@ -237,6 +236,27 @@ fn push_strs<S: AsRef<str>, const N: usize>(out: &mut Vec<u8>, fields: [(&str, &
     }
 }
 
+/// The outcome's text fields of an answer, in log order: `outcome`, `rule`, `strategy`, `hub`, `error`.
+fn outcome_texts(a: &Answer) -> [&str; 5] {
+    let s = a.summary.as_ref();
+    [
+        a.outcome(),
+        s.and_then(|s| s.rule.as_deref()).unwrap_or(""),
+        s.and_then(|s| s.strategy).unwrap_or(""),
+        a.hub().unwrap_or(""),
+        a.error.as_ref().map_or("", |e| e.code()),
+    ]
+}
+
+/// What the `reasons` field says: the decision's reasons, or, for a refused request (no decision), the
+/// error's message.
+fn reasons_of(a: &Answer) -> Result<&[Reason], &str> {
+    match (&a.summary, &a.error) {
+        (None, Some(e)) => Err(e.message.as_str()),
+        (s, _) => Ok(s.as_ref().map_or(&[][..], |s| &s.reasons)),
+    }
+}
+
 /// A 128-bit hash of everything an answer's [`Common`] part is made of (the fields of its log tail, and
 /// whether a decision was made), taken from the fields themselves: an answer whose outcome is already
 /// known is never rendered. Two answers with the same key render the same tail.
@@ -244,22 +264,9 @@ fn outcome_key(a: &Answer, revision: &str) -> u128 {
     use std::hash::Hash;
     let mut h = Xxh3::new();
     let s = a.summary.as_ref();
-    for text in [
-        a.outcome(),
-        s.and_then(|s| s.rule.as_deref()).unwrap_or(""),
-        s.and_then(|s| s.strategy).unwrap_or(""),
-        a.hub().unwrap_or(""),
-        a.error.as_ref().map_or("", |e| e.code()),
-        revision,
-    ] {
-        text.hash(&mut h);
-    }
+    (outcome_texts(a), revision).hash(&mut h);
     (a.status, s.is_some(), s.is_some_and(|s| s.sticky)).hash(&mut h);
-    // The `reasons` field: a refused request's error message, else the decision's reasons.
-    match (s, &a.error) {
-        (None, Some(e)) => (0u8, e.message.as_str()).hash(&mut h),
-        _ => (1u8, s.map_or(&[][..], |s| &s.reasons)).hash(&mut h),
-    }
+    reasons_of(a).hash(&mut h);
     h.digest128()
 }
 

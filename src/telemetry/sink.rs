@@ -3,9 +3,9 @@
 //! system call, no channel message per line); the writer thread wakes when the first line of a batch
 //! arrives, waits [`BATCH_WINDOW`] for more (or until [`BATCH_BYTES`] are waiting, so the two buffers stay
 //! small enough to stay in the CPU's cache under load), and writes them all with one `write`. So lines
-//! reach stdout at most about 10 ms after they were logged, in the order they were logged, and a slow reader of stdout
-//! (a full pipe) never stalls a request: past [`MAX_PENDING`] bytes waiting, lines are dropped and counted
-//! ([`Sink::dropped`], exported as `dps_allocator_log_lines_dropped_total`).
+//! reach stdout at most about 10 ms after they were logged, in the order they were logged, and a slow
+//! reader of stdout (a full pipe) never stalls a request: past [`MAX_PENDING`] bytes waiting, lines are
+//! dropped and counted ([`Sink::dropped`], exported as `dps_allocator_log_lines_dropped_total`).
 //!
 //! Measured (docs/performance.md): the tracing-appender channel it replaces cost an allocation and a
 //! channel message per line and a system call per burst; the decision line is written here directly.
