@@ -13,6 +13,7 @@ mod fixtures;
 mod functions;
 mod hardening;
 mod helpers;
+mod hostile;
 mod live;
 mod operations;
 mod operator;
