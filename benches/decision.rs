@@ -229,6 +229,7 @@ fn bench_cache(c: &mut Criterion) {
     let no_cache = Service::for_revision(rev).expect("service");
     let cache = Service::for_revision(rev2).expect("service").with_cache(
         dps_allocator::server::cache::DEFAULT_CAPACITY,
+        dps_allocator::server::cache::DEFAULT_MAX_BYTES,
         Duration::from_secs(3600),
     );
     let current = cache.policy.active().expect("active");
@@ -256,7 +257,11 @@ fn bench_cache(c: &mut Criterion) {
     let with_cache = |capacity| {
         let service = Service::for_revision(dps_allocator::policy::load_dir(&dir).expect("policy"))
             .expect("service")
-            .with_cache(capacity, Duration::from_secs(3600));
+            .with_cache(
+                capacity,
+                dps_allocator::server::cache::DEFAULT_MAX_BYTES,
+                Duration::from_secs(3600),
+            );
         let rev = service.policy.active().expect("active");
         (service, rev)
     };

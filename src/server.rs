@@ -39,6 +39,14 @@ pub struct Served {
     pub prepared: Prepared,
 }
 
+/// What an answer holds: itself, its body, its decision id and its own log fields (the outcome's shared
+/// part is interned, not counted per answer).
+impl cache::Weigh for Served {
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Served>() + self.body.len() + self.decision_id.len() + self.prepared.heap_bytes()
+    }
+}
+
 impl Served {
     /// Prepares `answer`, given under `revision`, for serving.
     pub fn new(answer: Answer, revision: &str, metrics: &Metrics, outcomes: &Outcomes) -> Self {
@@ -129,8 +137,8 @@ impl Service {
     }
 
     /// With this decision cache.
-    pub fn with_cache(mut self, capacity: u64, ttl: Duration) -> Self {
-        self.cache = DecisionCache::new(capacity, ttl);
+    pub fn with_cache(mut self, capacity: u64, max_bytes: u64, ttl: Duration) -> Self {
+        self.cache = DecisionCache::new(capacity, max_bytes, ttl);
         self
     }
 

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Decision cache entries (0 turns the cache off).
     #[arg(long, env = "DPS_ALLOCATOR_CACHE_CAPACITY", default_value_t = cache::DEFAULT_CAPACITY)]
     pub cache_capacity: u64,
+    /// Bytes the decision cache may hold (its answers, weighed with their bookkeeping): a hard bound on
+    /// its memory whatever the answers weigh.
+    #[arg(long, env = "DPS_ALLOCATOR_CACHE_BYTES", default_value_t = cache::DEFAULT_MAX_BYTES)]
+    pub cache_bytes: u64,
     /// Seconds a cached decision lives.
     #[arg(long, env = "DPS_ALLOCATOR_CACHE_TTL", default_value_t = cache::DEFAULT_TTL_SECS)]
     pub cache_ttl: u64,
@@ -164,7 +168,11 @@ fn start(args: ServeArgs) -> Result<Status, String> {
     let service = Service::new(
         source.clone(),
         geoip,
-        cache::DecisionCache::new(args.cache_capacity, Duration::from_secs(args.cache_ttl)),
+        cache::DecisionCache::new(
+            args.cache_capacity,
+            args.cache_bytes,
+            Duration::from_secs(args.cache_ttl),
+        ),
         keys,
     )
     .map_err(|e| format!("metrics: {e}"))?;
@@ -186,6 +194,7 @@ fn start(args: ServeArgs) -> Result<Status, String> {
     tracing::info!(
         api_keys = service.keys.len(),
         cache_capacity = args.cache_capacity,
+        cache_bytes = args.cache_bytes,
         tls = tls.is_some(),
         watch = !args.no_watch,
         "starting"

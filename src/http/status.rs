@@ -100,6 +100,10 @@ pub struct CacheStatus {
     pub decision_entries: u64,
     /// Decision cache capacity.
     pub decision_capacity: u64,
+    /// Bytes the decision cache's entries weigh now.
+    pub decision_bytes: u64,
+    /// The decision cache's byte budget.
+    pub decision_max_bytes: u64,
     /// Decision cache time to live, in seconds.
     pub decision_ttl_secs: u64,
     /// GeoIP lookup cache entries.
@@ -192,6 +196,8 @@ impl StatusDoc {
                 decision_enabled: service.cache.enabled(),
                 decision_entries: service.cache.entries(),
                 decision_capacity: service.cache.capacity(),
+                decision_bytes: service.cache.bytes(),
+                decision_max_bytes: service.cache.max_bytes(),
                 decision_ttl_secs: service.cache.ttl().as_secs(),
                 geoip_entries: service.geoip.as_ref().map_or(0, |g| g.cache_entries()),
             },
@@ -227,7 +233,10 @@ pub async fn metrics(service: web::Data<Service>, gate: web::Data<super::AdminGa
         return e.error_response();
     }
     service.metrics.sync_geoip(service.geoip.as_ref());
-    let _ = service.cache.entries(); // runs moka's pending evictions first
+    // Runs moka's pending evictions first.
+    service
+        .metrics
+        .sync_cache_bytes("decision", service.cache.bytes(), service.cache.max_bytes());
     let evicted = service.cache.evictions();
     service.metrics.sync_evictions(
         "decision",

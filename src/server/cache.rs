@@ -32,6 +32,16 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 /// fraction of a decision (docs/benchmarks.md); at this size the cache's memory stays small (the RSS at
 /// full is measured in docs/benchmarks.md).
 pub const DEFAULT_CAPACITY: u64 = 65_536;
+/// Bytes the cached answers may hold by default (64 MiB). Each entry is weighed at its own bytes
+/// ([`Weigh`]) plus [`ENTRY_OVERHEAD`], and at least `max_bytes / capacity`, so the cache holds at most
+/// `capacity` entries and at most `max_bytes` bytes of answers, whichever binds first: typical answers
+/// (under 1 KiB) fill the entries first; a policy that copies a 30 KB payload field into the twin fills
+/// the bytes first (about 2,000 entries) instead of taking 2 GB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+/// What moka and the cache spend per entry beside the value's own bytes: the 16-byte key, moka's entry
+/// (key, value handle, access-order and write-order nodes, timestamps) and its hash table slot, measured
+/// as about 150 bytes; rounded up.
+pub const ENTRY_OVERHEAD: usize = 192;
 /// Seconds an entry lives by default.
 pub const DEFAULT_TTL_SECS: u64 = 300;
 /// Bits of the doorkeeper per entry of capacity (256 KiB at the default capacity).
@@ -43,12 +53,25 @@ pub type Key = u128;
 /// Keeps the key's second pass independent of the decision hash even without a GeoIP database.
 const SECOND_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
+/// What a cached value holds in bytes, for the cache's byte budget.
+pub trait Weigh {
+    /// The bytes this value holds (itself and what it owns on the heap; shared parts not counted).
+    fn bytes(&self) -> usize;
+}
+
+impl<T: Weigh> Weigh for Arc<T> {
+    fn bytes(&self) -> usize {
+        T::bytes(self)
+    }
+}
+
 /// The decision cache, generic over what it keeps (the server keeps ready-to-serve answers).
-pub struct DecisionCache<V: Clone + Send + Sync + 'static> {
+pub struct DecisionCache<V: Clone + Send + Sync + Weigh + 'static> {
     inner: Option<moka::sync::Cache<Key, V, KeyHasher>>,
     doorkeeper: Doorkeeper,
     evicted: Arc<Evictions>,
     capacity: u64,
+    max_bytes: u64,
     ttl: Duration,
 }
 
@@ -72,14 +95,23 @@ pub struct Evictions {
     pub expired: AtomicU64,
 }
 
-impl<V: Clone + Send + Sync + 'static> DecisionCache<V> {
-    /// A cache of `capacity` entries living `ttl` each; capacity 0 disables it.
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
+impl<V: Clone + Send + Sync + Weigh + 'static> DecisionCache<V> {
+    /// A cache of at most `capacity` entries and `max_bytes` bytes of entries ([`DEFAULT_MAX_BYTES`]
+    /// says how they are weighed), each living `ttl`; capacity 0 or `max_bytes` 0 disables it.
+    pub fn new(capacity: u64, max_bytes: u64, ttl: Duration) -> Self {
         let evicted = Arc::new(Evictions::default());
         let counts = evicted.clone();
-        let inner = (capacity > 0).then(|| {
+        // Every entry weighs at least a capacity's share of the budget: the weight bound is then the
+        // entry bound too.
+        let floor = u32::try_from(max_bytes.div_ceil(capacity.max(1))).unwrap_or(u32::MAX);
+        let inner = (capacity > 0 && max_bytes > 0).then(|| {
             moka::sync::Cache::builder()
-                .max_capacity(capacity)
+                .max_capacity(max_bytes)
+                .weigher(move |_k, v: &V| {
+                    u32::try_from(v.bytes().saturating_add(ENTRY_OVERHEAD))
+                        .unwrap_or(u32::MAX)
+                        .max(floor)
+                })
                 .time_to_live(ttl)
                 .eviction_listener(move |_k, _v, cause| match cause {
                     RemovalCause::Size => {
@@ -100,13 +132,14 @@ impl<V: Clone + Send + Sync + 'static> DecisionCache<V> {
             ),
             evicted,
             capacity,
+            max_bytes,
             ttl,
         }
     }
 
     /// A disabled cache.
     pub fn disabled() -> Self {
-        Self::new(0, Duration::ZERO)
+        Self::new(0, 0, Duration::ZERO)
     }
 
     /// Whether the cache is on.
@@ -158,6 +191,20 @@ impl<V: Clone + Send + Sync + 'static> DecisionCache<V> {
             c.run_pending_tasks();
             c.entry_count()
         })
+    }
+
+    /// The bytes the entries weigh now (their own bytes and [`ENTRY_OVERHEAD`] each, at least a
+    /// capacity's share of the budget each).
+    pub fn bytes(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.weighted_size()
+        })
+    }
+
+    /// Configured byte budget.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Entries evicted so far.
@@ -256,10 +303,56 @@ impl Doorkeeper {
 mod tests {
     use super::*;
 
+    impl Weigh for u32 {
+        fn bytes(&self) -> usize {
+            4
+        }
+    }
+
+    impl Weigh for u8 {
+        fn bytes(&self) -> usize {
+            1
+        }
+    }
+
+    impl Weigh for Vec<u8> {
+        fn bytes(&self) -> usize {
+            self.len()
+        }
+    }
+
+    #[test]
+    fn the_byte_budget_binds_whatever_the_answers_weigh() {
+        // 30 KB answers (a payload field copied into the twin): entries alone would hold 65,536 of them
+        // (2 GB); the budget holds what fits in its bytes.
+        let budget = 4 << 20;
+        let c = DecisionCache::<Vec<u8>>::new(65_536, budget, Duration::from_secs(60));
+        for k in 0..2_000u64 {
+            c.lookup(k, || k.into());
+            if let (key, Lookup::Admit) = c.lookup(k, || k.into()) {
+                c.insert(key, vec![0; 30_000]);
+            }
+        }
+        let (entries, bytes) = (c.entries(), c.bytes());
+        assert!(bytes <= budget, "{bytes} bytes held, budget {budget}");
+        assert!(entries * 30_000 <= budget && entries > 100, "{entries} entries");
+        assert!(c.evictions().size.load(Ordering::Relaxed) > 0);
+        // Small answers: the entry count binds first, and the weight stays within the budget.
+        let c = DecisionCache::<u32>::new(100, budget, Duration::from_secs(60));
+        for k in 0..1_000u64 {
+            c.lookup(k, || k.into());
+            if let (key, Lookup::Admit) = c.lookup(k, || k.into()) {
+                c.insert(key, 0);
+            }
+        }
+        assert!(c.entries() <= 100 && c.entries() > 50, "{}", c.entries());
+        assert!(c.bytes() <= budget);
+    }
+
     #[test]
     fn keys_differ_by_revision_database_and_body() {
         let k = |rev: &str, stamp, body: &[u8]| {
-            DecisionCache::<()>::key(crate::answer::decision_hash(rev, body), rev, stamp, body)
+            DecisionCache::<u8>::key(crate::answer::decision_hash(rev, body), rev, stamp, body)
         };
         let a = k("rev1", 0, b"{}");
         assert_ne!(a, k("rev2", 0, b"{}"));
@@ -281,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_body_is_stored_the_second_time_it_is_seen() {
-        let c = DecisionCache::<u32>::new(100, Duration::from_secs(60));
+        let c = DecisionCache::<u32>::new(100, DEFAULT_MAX_BYTES, Duration::from_secs(60));
         assert_eq!(c.lookup(7, || 70), (0, Lookup::Pass), "first sight: only noted");
         assert_eq!(c.lookup(7, || 70), (70, Lookup::Admit), "second sight: to be stored");
         c.insert(70, 2);
@@ -306,7 +399,7 @@ mod tests {
 
     #[test]
     fn evictions_over_capacity_are_counted() {
-        let c = DecisionCache::<u32>::new(10, Duration::from_secs(60));
+        let c = DecisionCache::<u32>::new(10, DEFAULT_MAX_BYTES, Duration::from_secs(60));
         for k in 0..100u64 {
             c.lookup(k, || k.into());
             if let (key, Lookup::Admit) = c.lookup(k, || k.into()) {

@@ -271,6 +271,30 @@ fn outcome_key(a: &Answer, revision: &str) -> u128 {
 }
 
 impl Prepared {
+    /// The bytes this answer's own log fields hold on the heap (the shared [`Common`] part not counted:
+    /// it is interned once per outcome), for the decision cache's byte budget.
+    pub fn heap_bytes(&self) -> usize {
+        self.head.len()
+            + self.values.as_deref().map_or(0, |f| {
+                std::mem::size_of::<Fields<Box<str>>>()
+                    + [
+                        &f.decision_id,
+                        &f.registration_id,
+                        &f.enrollment,
+                        &f.outcome,
+                        &f.rule,
+                        &f.strategy,
+                        &f.hub,
+                        &f.reasons,
+                        &f.error,
+                        &f.revision,
+                    ]
+                    .iter()
+                    .map(|s| s.len())
+                    .sum::<usize>()
+            })
+    }
+
     /// Prepares the log fields, counters and header of `answer`, given by revision `revision`, sharing
     /// the outcome's part through `outcomes`: only an outcome not seen before is rendered.
     pub fn new(answer: &Answer, revision: &str, m: &Metrics, outcomes: &Outcomes) -> Self {

@@ -31,6 +31,10 @@ pub struct Metrics {
     /// `cache_evictions_total{cache,cause}`: entries the decision cache dropped to stay within its capacity
     /// (`size`) or because they outlived the TTL (`expired`); a new revision's clearing is not counted.
     pub cache_evictions: IntCounterVec,
+    /// `cache_bytes{cache}`: the bytes a cache's entries weigh now.
+    pub cache_bytes: IntGaugeVec,
+    /// `cache_max_bytes{cache}`: a cache's byte budget.
+    pub cache_max_bytes: IntGaugeVec,
     /// `log_lines_dropped_total`: log lines dropped because standard output did not keep up.
     pub log_lines_dropped: IntCounter,
     /// `policy_reloads_total{result}`: `activated`, `unchanged`, `failed`.
@@ -83,6 +87,17 @@ impl Metrics {
             "Entries evicted from a cache, by cache and cause (size: over capacity, expired: past the TTL).",
             &["cache", "cause"],
         )?;
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(opts(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let cache_bytes = gauge(
+            "cache_bytes",
+            "Bytes a cache's entries weigh now (their answers and bookkeeping), by cache.",
+            &["cache"],
+        )?;
+        let cache_max_bytes = gauge("cache_max_bytes", "A cache's byte budget, by cache.", &["cache"])?;
         let log_lines_dropped = IntCounter::with_opts(opts(
             "log_lines_dropped_total",
             "Log lines dropped because standard output did not keep up.",
@@ -130,6 +145,8 @@ impl Metrics {
             decision_cache_misses: cache_requests.with_label_values(&["decision", "miss"]),
             cache_requests,
             cache_evictions,
+            cache_bytes,
+            cache_max_bytes,
             log_lines_dropped,
             reloads,
             revision_info,
@@ -160,6 +177,13 @@ impl Metrics {
             s.cache_misses,
         );
         self.geoip_build_timestamp.set(db.build_epoch() as f64);
+    }
+
+    /// Sets a cache's byte gauges: what its entries weigh now, and its budget.
+    pub fn sync_cache_bytes(&self, cache: &str, held: u64, max: u64) {
+        for (g, v) in [(&self.cache_bytes, held), (&self.cache_max_bytes, max)] {
+            g.with_label_values(&[cache]).set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
     }
 
     /// Copies a cache's eviction counts (kept as atomics by the cache) into the metrics.

@@ -94,7 +94,11 @@ async fn the_dashboard_and_alerts_query_only_metrics_the_service_exports() {
     let service = dps_allocator::server::Service::new(
         dps_allocator::server::reload::PolicySource::Dir(repo().join("policies")),
         Some(crate::helpers::test_geoip()),
-        dps_allocator::server::cache::DecisionCache::new(64, std::time::Duration::from_secs(60)),
+        dps_allocator::server::cache::DecisionCache::new(
+            64,
+            dps_allocator::server::cache::DEFAULT_MAX_BYTES,
+            std::time::Duration::from_secs(60),
+        ),
         dps_allocator::server::keys::ApiKeys::none(),
     )
     .expect("metrics");

@@ -3,12 +3,9 @@
 //! admin probes under a connection flood. Memory is read from the real process (`VmHWM`, its peak
 //! resident set), never timed.
 
-use std::net::TcpStream;
-use std::time::Duration;
+use serde_json::{Value, json};
 
-use serde_json::Value;
-
-use crate::live::{Server, post};
+use crate::live::{Server, get, post, temp_dir};
 
 /// A process's peak resident set, in bytes (`VmHWM` in `/proc/PID/status`).
 pub fn peak_rss(pid: u32) -> u64 {
@@ -61,4 +58,61 @@ fn anonymous_envelopes_on_a_keyed_server_are_not_expanded() {
     let r = post(server.addr, "/allocate", &anonymous_envelope(600 * 1024), "");
     let out: Value = serde_json::from_str(&r.body).expect("envelope answer");
     assert_eq!(out["Outputs"]["res"]["statusCode"], 413, "{}", r.body);
+}
+
+/// The value of an unlabelled-but-for-`cache` metric line in a Prometheus exposition.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as u64
+}
+
+#[test]
+fn the_decision_cache_is_bounded_in_bytes_whatever_the_answers_weigh() {
+    // A policy that copies a device's payload field into the twin: each answer carries ~30 KB.
+    let dir = temp_dir("heavy-answers");
+    std::fs::write(
+        dir.join("p.toml"),
+        "[settings]\nhash_seed = \"h\"\n[[rule]]\nname = \"copy\"\ntwin.desired = { notes = \"${payload.notes}\" }\n",
+    )
+    .expect("policy");
+    let server = Server::start(&["--policies", dir.to_str().expect("utf-8"), "--workers", "2"], &[]);
+    let notes = "n".repeat(30_000);
+    // 3,000 devices, each twice (an answer is stored on its second sight): 90 MB of answers offered to
+    // a cache whose entry bound alone (65,536) would keep them all; the default byte budget is 64 MiB.
+    std::thread::scope(|s| {
+        for part in 0..4 {
+            let (server, notes) = (&server, &notes);
+            s.spawn(move || {
+                for i in (part..3_000).step_by(4) {
+                    let body = json!({
+                        "enrollmentGroup": {"enrollmentGroupId": "g"},
+                        "deviceRuntimeContext": {"registrationId": format!("heavy-{i}"), "payload": {"notes": notes}},
+                        "linkedHubs": ["a.azure-devices.net"]
+                    })
+                    .to_string();
+                    for _ in 0..2 {
+                        let r = post(server.addr, "/api/allocate", &body, "");
+                        assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+                    }
+                }
+            });
+        }
+    });
+    let status: Value = serde_json::from_str(&get(server.addr, "/status").body).expect("status");
+    let entries = status["caches"]["decision_entries"].as_u64().expect("entries");
+    eprintln!("decision cache: {entries} entries: {}", status["caches"]);
+    assert!(entries < 2_300, "{entries} entries of 30 KB kept");
+    let m = get(server.addr, "/metrics").body;
+    let held = metric(&m, "dps_allocator_cache_bytes{cache=\"decision\"}");
+    let max = metric(&m, "dps_allocator_cache_max_bytes{cache=\"decision\"}");
+    assert_eq!(max, 64 << 20);
+    assert!(held <= max, "held {held} of {max}");
+    assert!(
+        status["caches"]["decision_bytes"].as_u64().expect("bytes") <= max,
+        "{status}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -139,7 +139,11 @@ async fn with_keys_every_post_needs_one_as_code_or_header_or_inside_the_envelope
 
 #[actix_web::test]
 async fn the_cache_answers_repeats_with_the_same_bytes_and_counts_hits() {
-    let svc = service(shipped()).with_cache(1024, Duration::from_secs(60));
+    let svc = service(shipped()).with_cache(
+        1024,
+        dps_allocator::server::cache::DEFAULT_MAX_BYTES,
+        Duration::from_secs(60),
+    );
     let app = app_with(svc).await;
     let body = toaster().to_string();
     // The cache admits a key on its second sight (a doorkeeper keeps one-off
