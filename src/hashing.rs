@@ -30,6 +30,9 @@ impl Hasher for Prehashed {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = (n as u64) ^ ((n >> 64) as u64);
+    }
 }
 
 /// Domain separators, so the same string hashed for different purposes gives unrelated values.
@@ -81,18 +84,57 @@ pub fn rebalance_bucket(device_key: u64) -> u32 {
 /// XXH3-64 of the ASCII-lowercased bytes, without allocating for strings up to 256 bytes (every DNS name
 /// and DPS registration id).
 pub fn caseless_xxh3(s: &str, seed: u64) -> u64 {
+    caseless(s, |b| xxh3_64_with_seed(b, seed))
+}
+
+/// `f` of the ASCII-lowercased bytes of `s`, without allocating for strings up to 256 bytes.
+fn caseless<R>(s: &str, f: impl Fn(&[u8]) -> R) -> R {
     let bytes = s.as_bytes();
     if !bytes.iter().any(u8::is_ascii_uppercase) {
-        return xxh3_64_with_seed(bytes, seed);
+        return f(bytes);
     }
     let mut buf = [0u8; 256];
     if let Some(dst) = buf.get_mut(..bytes.len()) {
         for (d, b) in dst.iter_mut().zip(bytes) {
             *d = b.to_ascii_lowercase();
         }
-        xxh3_64_with_seed(dst, seed)
+        f(dst)
     } else {
-        xxh3_64_with_seed(&bytes.to_ascii_lowercase(), seed)
+        f(&bytes.to_ascii_lowercase())
+    }
+}
+
+/// Registration ids seen so far, ignoring ASCII case as DPS does: each kept as its 128-bit XXH3 (16 bytes
+/// and the set's slot, about 30 bytes an id), so a fleet file of any id length costs the same. Two
+/// different ids share a hash with probability about n^2 / 2^129 (below 10^-20 for a billion ids), so the
+/// set is exact in practice. Used to take every device once in `simulate`, `plan` and `rollout`.
+#[derive(Default)]
+pub struct SeenIds(std::collections::HashSet<u128, BuildHasherDefault<Prehashed>>);
+
+impl SeenIds {
+    fn key(id: &str) -> u128 {
+        caseless(id, |b| xxhash_rust::xxh3::xxh3_128_with_seed(b, DEVICE_DOMAIN))
+    }
+
+    /// Notes `id`; whether it is the first time.
+    pub fn first(&mut self, id: &str) -> bool {
+        self.0.insert(Self::key(id))
+    }
+
+    /// Forgets `id`; whether it was noted. A second pass over the same rows takes each id once by taking
+    /// it out of the set the first pass filled: the first row of an id finds it, the others do not.
+    pub fn take(&mut self, id: &str) -> bool {
+        self.0.remove(&Self::key(id))
+    }
+
+    /// How many ids are noted.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

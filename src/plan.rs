@@ -27,7 +27,7 @@ use std::io::{Read, Write};
 
 use serde::Serialize;
 
-use crate::hashing::{caseless_xxh3, unit_interval};
+use crate::hashing::{SeenIds, caseless_xxh3, unit_interval};
 
 /// The limits a plan respects.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +91,8 @@ pub enum PlanError {
 pub struct Census {
     /// Movers.
     pub movers: u64,
+    /// Rows that listed a registration id already listed (planned once, at its first row).
+    pub duplicates: u64,
     /// Movers per source hub.
     pub from: BTreeMap<String, u64>,
     /// Movers per destination hub.
@@ -158,6 +160,24 @@ pub fn read_moves<R: Read>(input: R, mut each: impl FnMut(Move) -> Result<(), Pl
             to_hub: to.to_ascii_lowercase(),
         })?;
     }
+}
+
+/// Counts a move file (pass 1), each registration id once: its first row counts, the rows that list it
+/// again are [`Census::duplicates`]. The ids go on to [`write_schedule`] (pass 2), which takes the same
+/// rows. `tick` is told after each row.
+pub fn count<R: Read>(input: R, mut tick: impl FnMut(&Census)) -> Result<(Census, SeenIds), PlanError> {
+    let mut census = Census::default();
+    let mut seen = SeenIds::default();
+    read_moves(input, |m| {
+        if seen.first(&m.registration_id) {
+            census.add(&m);
+        } else {
+            census.duplicates += 1;
+        }
+        tick(&census);
+        Ok(())
+    })?;
+    Ok((census, seen))
 }
 
 impl Census {
@@ -232,6 +252,10 @@ pub struct AllAtOnce {
 pub struct Plan {
     /// Movers.
     pub movers: u64,
+    /// Rows that listed a registration id already listed (planned once, at its first row; left out of
+    /// the JSON when there are none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicates: u64,
     /// How long the plan takes, seconds (`movers / rate`).
     pub duration_s: f64,
     /// The effective rate, devices per minute.
@@ -336,6 +360,7 @@ pub fn plan(census: &Census, limits: &Limits) -> Result<Plan, PlanError> {
     }
     Ok(Plan {
         movers: n,
+        duplicates: census.duplicates,
         duration_s,
         rate_per_min: rate,
         per_minute,
@@ -398,12 +423,14 @@ fn not_before(rank: u64, per_minute: u64) -> u64 {
 }
 
 /// Writes the schedule: every mover once, `registration_id,from_hub,to_hub,wave,not_before_s`, in the
-/// move file's order. `input` is the move file again (pass 2).
+/// move file's order. `input` is the move file again (pass 2), `seen` what [`count`] noted of it: a row
+/// is written when its id is still there (and taken out), so each id is written at its first row.
 pub fn write_schedule<R: Read, W: Write>(
     input: R,
     census: &Census,
     plan: &Plan,
     limits: &Limits,
+    mut seen_ids: SeenIds,
     out: W,
 ) -> Result<(), PlanError> {
     let io = |e: csv::Error| PlanError::Input(format!("writing the schedule: {e}"));
@@ -423,6 +450,9 @@ pub fn write_schedule<R: Read, W: Write>(
     let wave_s = (limits.wave_minutes * 60.0).max(60.0);
     let mut seen = 0u64;
     read_moves(input, |m| {
+        if !seen_ids.take(&m.registration_id) {
+            return Ok(());
+        }
         let b = bucket(&m.registration_id);
         let rank = next[b];
         next[b] += 1;
@@ -526,6 +556,10 @@ pub fn duration_words(seconds: f64) -> String {
             format!("{} h {} min", m / 60, m % 60)
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use serde_json::Value;
 use crate::dps::{AllocationRequest, Enrollment, EnrollmentKind, Str};
 use crate::engine::{self, Decision, Outcome, Reason};
 use crate::geo::GeoIp;
+use crate::hashing::SeenIds;
 use crate::policy::Revision;
 use fleet::{Device, Fleet, FleetError};
 pub use report::Summary;
@@ -159,6 +160,7 @@ pub(crate) struct Tally {
     pub wave: u64,
     pub pending: u64,
     pub lost: u64,
+    pub duplicates: u64,
 }
 
 /// Runs a simulation over a fleet. `progress` is told how many devices are done after each chunk.
@@ -193,6 +195,8 @@ pub fn run(
         w.write_record(["registration_id", "status", "hub", "rule"])
             .map_err(csv_error)?;
     }
+    // A fleet file may list a device twice; synthetic devices are distinct by construction.
+    let mut seen = fleet.len_hint().is_none().then(SeenIds::default);
     while let Some(chunk) = fleet.next_chunk()? {
         let results: Vec<DeviceResult> = chunk
             .par_iter()
@@ -200,6 +204,13 @@ pub fn run(
             .collect();
         let names = hubs.names();
         for r in &results {
+            if let Some(seen) = seen.as_mut()
+                && !r.registration_id.is_empty()
+                && !seen.first(&r.registration_id)
+            {
+                tally.duplicates += 1;
+                continue;
+            }
             fold(&mut tally, r);
             write_outputs(sinks, setup.policy, &names, r)?;
         }

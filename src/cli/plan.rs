@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Format, Status};
-use crate::plan::{self, Census, Limits, Plan, PlanError, duration_words};
+use crate::plan::{self, Limits, Plan, PlanError, duration_words};
 use crate::simulate::report::group;
 
 /// Arguments of `plan`. Every flag has a `DPS_ALLOCATOR_` environment twin.
@@ -92,12 +92,14 @@ fn execute(args: &PlanArgs) -> Result<Status, PlanError> {
         wave_minutes: args.wave_minutes,
     };
     let progress = Progress::new();
-    let mut census = Census::default();
-    plan::read_moves(open(&args.moves)?, |m| {
-        census.add(&m);
-        progress.tick(census.movers, "counted");
-        Ok(())
-    })?;
+    let (census, seen) = plan::count(open(&args.moves)?, |c| progress.tick(c.movers, "counted"))?;
+    if census.duplicates > 0 {
+        eprintln!(
+            "warning: {}: {} row(s) listed a registration id already listed: each device is planned once, at its first row",
+            args.moves.display(),
+            group(census.duplicates)
+        );
+    }
     let plan = plan::plan(&census, &limits)?;
     if let Some(path) = &args.schedule {
         let out = File::create(path).map_err(|e| PlanError::Input(format!("{}: {e}", path.display())))?;
@@ -106,6 +108,7 @@ fn execute(args: &PlanArgs) -> Result<Status, PlanError> {
             &census,
             &plan,
             &limits,
+            seen,
             BufWriter::with_capacity(1 << 20, out),
         )?;
         progress.tick(census.movers, "scheduled");

@@ -43,6 +43,17 @@ pub struct RolloutArgs {
     /// Tries before a device whose calls keep failing (5xx, no answer) is `failed`.
     #[arg(long, env = "DPS_ALLOCATOR_MAX_TRIES", default_value_t = 5)]
     pub max_tries: u32,
+    /// Seconds one call may take, connect, head and body together (a trickled body is cut off).
+    #[arg(long, env = "DPS_ALLOCATOR_CALL_TIMEOUT", default_value_t = rollout::DEFAULT_CALL_TIMEOUT_S)]
+    pub call_timeout: u64,
+    /// The longest wait a Retry-After may ask for, in seconds; a longer one waits this long and is
+    /// reported.
+    #[arg(long, env = "DPS_ALLOCATOR_MAX_RETRY_AFTER", default_value_t = rollout::DEFAULT_MAX_RETRY_AFTER_S)]
+    pub max_retry_after: u64,
+    /// Go on when the state file has corrupt lines (their devices are tried again); without it the run
+    /// stops and names the lines.
+    #[arg(long, env = "DPS_ALLOCATOR_ACCEPT_CORRUPT_STATE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub accept_corrupt_state: bool,
     /// Print the calls that would be made; make none.
     #[arg(long, env = "DPS_ALLOCATOR_DRY_RUN", value_parser = clap::builder::BoolishValueParser::new())]
     pub dry_run: bool,
@@ -67,6 +78,13 @@ pub struct VerifyArgs {
     /// Lookups per second, at most: they count against the DPS quota, so the default is low.
     #[arg(long, env = "DPS_ALLOCATOR_RATE", default_value_t = 2.0)]
     pub rate: f64,
+    /// Seconds one lookup may take, connect, head and body together.
+    #[arg(long, env = "DPS_ALLOCATOR_CALL_TIMEOUT", default_value_t = rollout::DEFAULT_CALL_TIMEOUT_S)]
+    pub call_timeout: u64,
+    /// The longest wait a Retry-After may ask for, in seconds; a longer one waits this long and is
+    /// reported.
+    #[arg(long, env = "DPS_ALLOCATOR_MAX_RETRY_AFTER", default_value_t = rollout::DEFAULT_MAX_RETRY_AFTER_S)]
+    pub max_retry_after: u64,
     /// Output format.
     #[arg(long, env = "DPS_ALLOCATOR_FORMAT", value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -76,10 +94,13 @@ pub struct VerifyArgs {
 }
 
 /// The HTTPS transport: one awc client and runtime per worker thread; `DPS_ALLOCATOR_IOTHUB_ENDPOINT` /
-/// `DPS_ALLOCATOR_DPS_ENDPOINT` replace `https://{host}` (the tests' local stand-in).
+/// `DPS_ALLOCATOR_DPS_ENDPOINT` replace `https://{host}` (the tests' local stand-in). One deadline covers
+/// a whole call (connect, head and body): a peer that never answers is no answer; one whose body is
+/// trickled, too large or broken has still answered, and its status stands with whatever body was read.
 struct Https {
     base: Option<String>,
     tls: Arc<rustls::ClientConfig>,
+    deadline: Duration,
 }
 
 thread_local! {
@@ -87,7 +108,7 @@ thread_local! {
 }
 
 impl Https {
-    fn new(base: Option<String>) -> Result<Https, String> {
+    fn new(base: Option<String>, deadline_s: u64) -> Result<Https, String> {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for cert in native.certs {
@@ -98,9 +119,14 @@ impl Https {
             .map_err(|e| format!("TLS: {e}"))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        if deadline_s == 0 {
+            return Err("--call-timeout must be at least 1 second".to_owned());
+        }
         Ok(Https {
             base: base.map(|b| b.trim_end_matches('/').to_owned()),
             tls: Arc::new(tls),
+            // Bounded so that `Instant + deadline` cannot overflow.
+            deadline: Duration::from_secs(deadline_s.min(86_400)),
         })
     }
 }
@@ -117,8 +143,9 @@ impl Transport for Https {
                 let rt = actix_web::rt::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
                 let client = awc::Client::builder()
                     .connector(awc::Connector::new().rustls_0_23(self.tls.clone()))
-                    .timeout(Duration::from_secs(90))
+                    .timeout(self.deadline)
                     .disable_redirects()
+                    .add_default_header(("User-Agent", concat!("dps-allocator/", env!("CARGO_PKG_VERSION"))))
                     .finish();
                 *cell = Some((rt, client));
             }
@@ -132,29 +159,55 @@ impl Transport for Https {
             for (k, v) in &call.headers {
                 req = req.insert_header((*k, v.as_str()));
             }
+            let deadline = tokio::time::Instant::now() + self.deadline;
             rt.block_on(async {
-                let mut res = match &call.body {
-                    Some(b) => req.send_body(b.clone()).await,
-                    None => req.send().await,
-                }
-                .map_err(|e| format!("{}: {e}", call.host))?;
+                let sent = match &call.body {
+                    Some(b) => tokio::time::timeout_at(deadline, req.send_body(b.clone())).await,
+                    None => tokio::time::timeout_at(deadline, req.send()).await,
+                };
+                let mut res = match sent {
+                    Err(_) => return Err(format!("{}: no answer within {} s", call.host, self.deadline.as_secs())),
+                    Ok(r) => r.map_err(|e| format!("{}: {e}", call.host))?,
+                };
                 let retry_after = res
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                let body = res
-                    .body()
-                    .limit(1 << 20)
-                    .await
-                    .map_err(|e| format!("{}: {e}", call.host))?;
+                    .and_then(|v| rollout::retry_after(v, std::time::SystemTime::now()));
+                // The status has arrived: it decides. The body is read within what is left of the
+                // deadline and up to the limit; one that is cut off, too large or broken reads as empty.
+                let body = match tokio::time::timeout_at(deadline, res.body().limit(rollout::REPLY_BODY_LIMIT)).await {
+                    Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
+                    _ => String::new(),
+                };
                 Ok(Reply {
                     status: res.status().as_u16(),
                     retry_after,
-                    body: String::from_utf8_lossy(&body).into_owned(),
+                    body,
                 })
             })
         })
+    }
+}
+
+/// A schedule's rows, each device once; a warning counts the rows that listed a device again.
+fn read_schedule(path: &std::path::Path) -> Result<Vec<Entry>, String> {
+    let schedule = rollout::read_schedule(path)?;
+    if schedule.duplicates > 0 {
+        eprintln!(
+            "warning: {}: {} row(s) listed a registration id already listed: each device is taken once, at its first row",
+            path.display(),
+            group(schedule.duplicates)
+        );
+    }
+    Ok(schedule.entries)
+}
+
+/// Whether two paths name one existing file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -181,11 +234,12 @@ fn execute(args: &RolloutArgs) -> Result<Status, String> {
     if !(args.rate.is_finite() && args.rate > 0.0) {
         return Err("--rate must be above 0".to_owned());
     }
-    let entries = rollout::read_schedule(&args.schedule)?;
+    let entries = read_schedule(&args.schedule)?;
     let hubs = credentials(&args.hubs)?;
     let settings = Settings {
         rate_per_s: args.rate,
         max_tries: args.max_tries.max(1),
+        max_retry_after: Duration::from_secs(args.max_retry_after),
         ..Settings::default()
     };
     if args.dry_run {
@@ -217,8 +271,17 @@ fn execute(args: &RolloutArgs) -> Result<Status, String> {
         eprintln!("dry run: {} calls printed, none made", entries.len());
         return Ok(Status::Ok);
     }
-    let transport = Https::new(std::env::var("DPS_ALLOCATOR_IOTHUB_ENDPOINT").ok())?;
-    let mut state = State::open(&args.state)?;
+    let transport = Https::new(std::env::var("DPS_ALLOCATOR_IOTHUB_ENDPOINT").ok(), args.call_timeout)?;
+    if same_file(&args.state, &args.schedule) {
+        return Err(format!(
+            "--state {} is the schedule itself: give the state its own file",
+            args.state.display()
+        ));
+    }
+    let (mut state, notes) = State::open(&args.state, args.accept_corrupt_state)?;
+    for note in State::describe(&notes, &args.state) {
+        eprintln!("warning: {note}");
+    }
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = |done: u64, total: u64| {
         if terminal && (done.is_multiple_of(100) || done == total) {
@@ -239,6 +302,9 @@ fn execute(args: &RolloutArgs) -> Result<Status, String> {
     }
     for why in &summary.stopped {
         eprintln!("error: {why}");
+    }
+    for note in &summary.notes {
+        eprintln!("note: {note}");
     }
     print!("{}", render(&summary, args.format));
     Ok(if summary.failed == 0 && summary.stopped.is_empty() {
@@ -289,18 +355,23 @@ fn verify_execute(args: &VerifyArgs) -> Result<Status, String> {
     if !(args.rate.is_finite() && args.rate > 0.0) {
         return Err("--rate must be above 0".to_owned());
     }
-    let entries = rollout::read_schedule(&args.schedule)?;
+    let entries = read_schedule(&args.schedule)?;
     let dps = Credentials::parse(&args.dps)?;
-    let transport = Https::new(std::env::var("DPS_ALLOCATOR_DPS_ENDPOINT").ok())?;
+    let transport = Https::new(std::env::var("DPS_ALLOCATOR_DPS_ENDPOINT").ok(), args.call_timeout)?;
     let settings = Settings {
         rate_per_s: args.rate,
+        max_retry_after: Duration::from_secs(args.max_retry_after),
         ..Settings::default()
     };
-    let (landings, stopped) = rollout::verify(&entries, &dps, &settings, &transport);
-    if let Some(why) = stopped {
+    let verified = rollout::verify(&entries, &dps, &settings, &transport);
+    for note in &verified.notes {
+        eprintln!("note: {note}");
+    }
+    if let Some(why) = verified.stopped {
         eprintln!("error: {why}");
         return Ok(Status::Failed);
     }
+    let landings = verified.landings;
     if let Some(path) = &args.out {
         write_out(path, &entries, &landings)?;
     }

@@ -123,6 +123,12 @@ fn execute(args: SimulateArgs) -> Result<Status, String> {
         summary
     };
     bar.finish();
+    if summary.duplicates > 0 {
+        eprintln!(
+            "warning: the fleet: {} row(s) listed a registration id already listed: each device is simulated once, at its first row",
+            summary.duplicates
+        );
+    }
     for w in [moves.as_mut(), decisions.as_mut()].into_iter().flatten() {
         w.flush().map_err(|e| format!("writing output: {e}"))?;
     }

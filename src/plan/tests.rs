@@ -15,13 +15,11 @@ fn moves(n: u64, from: &[&str], to: &[&str]) -> String {
 }
 
 fn census(text: &str) -> Census {
-    let mut c = Census::default();
-    read_moves(text.as_bytes(), |m| {
-        c.add(&m);
-        Ok(())
-    })
-    .expect("reads");
-    c
+    count(text.as_bytes(), |_| {}).expect("reads").0
+}
+
+fn noted(text: &str) -> SeenIds {
+    count(text.as_bytes(), |_| {}).expect("reads").1
 }
 
 const FROM: [&str; 4] = ["a", "b", "c", "d"];
@@ -141,7 +139,7 @@ fn schedule(text: &str, limits: &Limits) -> (Plan, Vec<Row>) {
     let c = census(text);
     let p = plan(&c, limits).expect("plans");
     let mut out = Vec::new();
-    write_schedule(text.as_bytes(), &c, &p, limits, &mut out).expect("writes");
+    write_schedule(text.as_bytes(), &c, &p, limits, noted(text), &mut out).expect("writes");
     let text = String::from_utf8(out).expect("utf-8");
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("registration_id,from_hub,to_hub,wave,not_before_s"));
@@ -181,9 +179,9 @@ fn the_schedule_holds_every_mover_once_within_the_rate_and_is_deterministic() {
     assert_eq!(p.waves.len(), 5, "25 minutes of 800/min in 5-minute waves");
     let mut again = Vec::new();
     let c = census(&text);
-    write_schedule(text.as_bytes(), &c, &p, &limits, &mut again).expect("writes");
+    write_schedule(text.as_bytes(), &c, &p, &limits, noted(&text), &mut again).expect("writes");
     let mut first = Vec::new();
-    write_schedule(text.as_bytes(), &c, &p, &limits, &mut first).expect("writes");
+    write_schedule(text.as_bytes(), &c, &p, &limits, noted(&text), &mut first).expect("writes");
     assert_eq!(first, again, "the same input gives the same bytes");
 }
 
@@ -266,4 +264,25 @@ fn durations_read_as_people_write_them() {
     assert_eq!(duration_words(600.0), "10 min");
     assert_eq!(duration_words(4_320.0), "1 h 12 min");
     assert_eq!(duration_words(20.0), "20 s");
+}
+
+#[test]
+fn a_device_listed_many_times_is_planned_once() {
+    // One id listed 1,000,000 times used to plan 27 hours of waves for one device.
+    let mut text = String::from("registration_id,from_hub,to_hub\n");
+    text.push_str(&"Dev-1,a,x\n".repeat(10_000));
+    text.push_str("dev-1,b,y\ndev-2,a,x\n");
+    let c = census(&text);
+    assert_eq!(
+        (c.movers, c.duplicates),
+        (2, 10_000),
+        "ids compare as DPS compares them: ignoring case"
+    );
+    let (p, rows) = schedule(&text, &Limits::default());
+    assert_eq!(p.waves.iter().map(|w| w.devices).sum::<u64>(), 2);
+    assert_eq!(
+        rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect::<Vec<_>>(),
+        vec![("Dev-1", "a"), ("dev-2", "a")],
+        "each device at its first row"
+    );
 }

@@ -23,6 +23,10 @@ pub struct Summary {
     pub invalid: u64,
     /// Devices placed before and not placed after (rejected or no hub).
     pub lost: u64,
+    /// Rows of the fleet file that listed a registration id already listed (simulated once, at its first
+    /// row; left out of the JSON when there are none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicates: u64,
     /// Devices with no hub before (first registrations).
     pub new_devices: u64,
     /// geo-latency decisions that found no usable location.
@@ -237,6 +241,7 @@ pub(crate) fn summarize(setup: &Setup<'_>, t: &Tally, names: &[String], waves: b
         no_eligible_hub: t.unplaced,
         invalid: t.invalid,
         lost: t.lost,
+        duplicates: t.duplicates,
         new_devices: t.new_devices,
         unknown_location: t.unknown_location,
         hubs,
@@ -434,6 +439,10 @@ pub fn duration_words(minutes: f64) -> String {
         60..=1439 => format!("{} h {} min", m / 60, m % 60),
         _ => format!("{} d {} h", m / 1440, (m % 1440) / 60),
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! admin probes under a connection flood. Memory is read from the real process (`VmHWM`, its peak
 //! resident set), never timed.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::live::{Server, get, post, temp_dir};
@@ -115,4 +117,356 @@ fn the_decision_cache_is_bounded_in_bytes_whatever_the_answers_weigh() {
         "{status}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A HOSTILE PEER for `rollout` and `verify`, not a stand-in of IoT Hub or DPS: a raw HTTP/1.1 listener on
+/// 127.0.0.1 that reads each request and answers with whatever `answer` writes for the n-th request
+/// (from 0) and its request line: a trickled body, a huge one, absurd headers. It checks nothing.
+/// Bounded: it stops accepting when dropped, and every answer it writes ends within 60 s.
+pub struct HostilePeer {
+    pub addr: std::net::SocketAddr,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for HostilePeer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl HostilePeer {
+    pub fn start(answer: fn(usize, &str, &mut std::net::TcpStream)) -> HostilePeer {
+        use std::io::{BufRead, BufReader, Read};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopped) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    loop {
+                        let mut first = String::new();
+                        if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line.trim().is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = line.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        let _ = reader.read_exact(&mut body);
+                        let n = {
+                            let mut s = seen.lock().expect("lock");
+                            s.push(first.trim().to_owned());
+                            s.len() - 1
+                        };
+                        answer(n, first.trim(), &mut stream);
+                    }
+                });
+            }
+        });
+        HostilePeer { addr, requests, stop }
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().expect("lock").len()
+    }
+}
+
+const HUB: &str = "hub-a.azure-devices.net";
+const HUB_CONN: &str =
+    "HostName=hub-a.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=a2V5LWZvci1odWItYS1pbi10aGUtdGVzdHM=";
+const DPS_CONN: &str = "HostName=contoso-dps.azure-devices-provisioning.net;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=a2V5LWZvci10aGUtZHBzLWluLXRoZS10ZXN0cw==";
+
+/// A schedule of these devices, all on [`HUB`], due at once.
+fn one_hub_schedule(dir: &std::path::Path, ids: &[&str]) -> std::path::PathBuf {
+    let p = dir.join("schedule.csv");
+    let mut text = String::from("registration_id,from_hub,to_hub,wave,not_before_s\n");
+    for id in ids {
+        text.push_str(&format!("{id},{HUB},new.azure-devices.net,1,0\n"));
+    }
+    std::fs::write(&p, text).expect("schedule");
+    p
+}
+
+/// Runs a fleet command against a peer, killed if it is still running after `limit`: exit code (None when
+/// killed), stdout, stderr.
+fn fleet_command(args: &[&str], peer: &std::net::SocketAddr, limit: Duration) -> (Option<i32>, String, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(crate::live::BIN)
+        .args(args)
+        .env("DPS_ALLOCATOR_IOTHUB_ENDPOINT", format!("http://{peer}"))
+        .env("DPS_ALLOCATOR_DPS_ENDPOINT", format!("http://{peer}"))
+        .env("DPS_ALLOCATOR_HUB_CONNECTION_STRINGS", HUB_CONN)
+        .env("DPS_ALLOCATOR_DPS_CONNECTION_STRING", DPS_CONN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().expect("output");
+    (
+        code,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `rollout --format json` of these devices (on [`HUB`], due at once) against a peer, with extra flags,
+/// killed after `limit`: the exit code (None when killed), the summary (null when none) and stderr.
+fn rollout_json(peer: &HostilePeer, ids: &[&str], extra: &[&str], limit: Duration) -> (Option<i32>, Value, String) {
+    let dir = temp_dir("rollout");
+    let sched = one_hub_schedule(&dir, ids);
+    let state = dir.join("state.jsonl");
+    let mut args = vec![
+        "rollout",
+        "--schedule",
+        sched.to_str().expect("utf-8"),
+        "--state",
+        state.to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = fleet_command(&args, &peer.addr, limit);
+    let _ = std::fs::remove_dir_all(dir);
+    (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
+}
+
+fn write(stream: &mut std::net::TcpStream, bytes: &[u8]) {
+    use std::io::Write;
+    let _ = stream.write_all(bytes);
+    let _ = stream.flush();
+}
+
+#[test]
+fn a_trickled_body_ends_at_the_call_deadline_and_the_status_decides() {
+    // A 200 whose body comes one byte every 200 ms (50 minutes for all of it): before, the run waited
+    // for it (only the head had a deadline).
+    let peer = HostilePeer::start(|_, _, s| {
+        write(
+            s,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15000\r\n\r\n{",
+        );
+        for _ in 0..300 {
+            std::thread::sleep(Duration::from_millis(200));
+            if std::io::Write::write_all(s, b" ").is_err() {
+                return;
+            }
+        }
+    });
+    let (code, summary, err) = rollout_json(&peer, &["ok-1"], &["--call-timeout", "2"], Duration::from_secs(40));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(summary["triggered"], 1, "the 200 decides: {summary}");
+    assert_eq!(peer.count(), 1, "called once");
+
+    // verify: the same peer trickling a registration state; the status stands, the unread body makes
+    // the verdict unknown, and the run ends.
+    let dir = temp_dir("trickle");
+    let sched = one_hub_schedule(&dir, &["ok-1"]);
+    let (code, _, err) = fleet_command(
+        &[
+            "verify",
+            "--schedule",
+            sched.to_str().expect("utf-8"),
+            "--call-timeout",
+            "2",
+        ],
+        &peer.addr,
+        Duration::from_secs(40),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_peer_that_never_answers_is_no_answer_at_the_deadline() {
+    let peer = HostilePeer::start(|_, _, _| std::thread::sleep(Duration::from_secs(30)));
+    let (code, summary, err) = rollout_json(
+        &peer,
+        &["ok-1"],
+        &["--call-timeout", "1", "--max-tries", "1"],
+        Duration::from_secs(25),
+    );
+    assert_eq!(code, Some(1), "a failed device: {err}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+}
+
+#[test]
+fn a_200_with_an_unreadable_body_is_triggered_once() {
+    // 2 MiB of body: over the read limit. Before, the device was counted as no answer, called again up
+    // to --max-tries and recorded failed.
+    let peer = HostilePeer::start(|_, _, s| {
+        let body = vec![b'x'; 2 << 20];
+        write(
+            s,
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+        );
+        write(s, &body);
+    });
+    let (code, summary, err) = rollout_json(&peer, &["ok-1"], &[], Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!((summary["triggered"].as_u64(), peer.count()), (Some(1), 1), "{summary}");
+}
+
+#[test]
+fn retry_after_beyond_reason_is_capped_and_reported() {
+    // The first call to each device: 429 with a Retry-After no clock can add (before: exit 101, the
+    // summary lost) or one of 317 years (before: slept); then 200.
+    let peer = HostilePeer::start(|n, _, s| {
+        let wait = ["18446744073709551615", "9999999999"];
+        if n < 2 {
+            write(
+                s,
+                format!(
+                    "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {}\r\nContent-Length: 0\r\n\r\n",
+                    wait[n]
+                )
+                .as_bytes(),
+            );
+        } else {
+            write(s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+        }
+    });
+    let (code, summary, err) = rollout_json(&peer, &["ok-1"], &["--max-retry-after", "1"], Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(summary["triggered"], 1, "{summary}");
+    assert!(
+        err.contains("asked to wait up to 18446744073709551615 s (Retry-After) 2 time(s): waited 1 s each time"),
+        "{err}"
+    );
+    assert!(!err.contains("internal error"), "{err}");
+}
+
+#[test]
+fn a_not_before_time_beyond_the_clock_is_a_located_error() {
+    let dir = temp_dir("not-before");
+    let sched = dir.join("schedule.csv");
+    std::fs::write(
+        &sched,
+        format!("registration_id,from_hub,to_hub,wave,not_before_s\nok-1,{HUB},b,1,18446744073709551615\n"),
+    )
+    .expect("schedule");
+    let state = dir.join("state.jsonl");
+    let peer = HostilePeer::start(|_, _, _| {});
+    let (code, _, err) = fleet_command(
+        &[
+            "rollout",
+            "--schedule",
+            sched.to_str().expect("utf-8"),
+            "--state",
+            state.to_str().expect("utf-8"),
+        ],
+        &peer.addr,
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("row 2: not_before_s `18446744073709551615`"), "{err}");
+    assert_eq!(peer.count(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn two_rollouts_on_one_state_file_are_refused_and_foreign_files_are_never_adopted() {
+    let peer = HostilePeer::start(|_, _, s| write(s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"));
+    let dir = temp_dir("two-runs");
+    // The first run waits 4 s for its device's not-before time, holding the state.
+    let sched = dir.join("schedule.csv");
+    std::fs::write(
+        &sched,
+        format!("registration_id,from_hub,to_hub,wave,not_before_s\nok-1,{HUB},b,1,4\n"),
+    )
+    .expect("schedule");
+    let state = dir.join("state.jsonl");
+    let args = [
+        "rollout",
+        "--schedule",
+        sched.to_str().expect("utf-8"),
+        "--state",
+        state.to_str().expect("utf-8"),
+    ];
+    let first = std::thread::scope(|s| {
+        let first = s.spawn(|| fleet_command(&args, &peer.addr, Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(1_500));
+        let (code, _, err) = fleet_command(&args, &peer.addr, Duration::from_secs(30));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("is in use by another rollout"), "{err}");
+        first.join().expect("first run")
+    });
+    assert_eq!(first.0, Some(0), "{}", first.2);
+    assert_eq!(peer.count(), 1, "the device was triggered once, not once per run");
+    // The schedule, or any other file that is not a state file, is refused and left as it was.
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "my notes\n").expect("notes");
+    for foreign in [&sched, &notes] {
+        let before = std::fs::read(foreign).expect("read");
+        let (code, _, err) = fleet_command(
+            &[
+                "rollout",
+                "--schedule",
+                sched.to_str().expect("utf-8"),
+                "--state",
+                foreign.to_str().expect("utf-8"),
+            ],
+            &peer.addr,
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("is the schedule itself") || err.contains("is not a rollout state file"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(foreign).expect("read"), before);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_device_listed_many_times_is_triggered_once() {
+    let peer = HostilePeer::start(|_, _, s| write(s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"));
+    let (code, summary, err) = rollout_json(
+        &peer,
+        &["ok-1", "ok-2", "ok-1", "OK-1"],
+        &["--rate", "50"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("2 row(s) listed a registration id already listed"),
+        "{err}"
+    );
+    assert_eq!((summary["triggered"].as_u64(), peer.count()), (Some(2), 2), "{summary}");
 }

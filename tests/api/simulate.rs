@@ -247,6 +247,13 @@ async fn simulated_decisions_are_the_servers_answers() {
             "linkedHubs": ["fabrikam-weu-1.azure-devices.net", "fabrikam-neu-1.azure-devices.net", "fabrikam-eus-1.azure-devices.net", "fabrikam-sea-1.azure-devices.net"]
         }));
     }
+    // A fleet lists each device once (simulate takes a registration id once, at its first line): fixtures
+    // that send one device twice keep their first request.
+    let mut ids = std::collections::HashSet::new();
+    lines.retain(|l| {
+        let id = l["deviceRuntimeContext"]["registrationId"].as_str().unwrap_or("");
+        id.is_empty() || ids.insert(id.to_ascii_lowercase())
+    });
     let dir = temp_dir("same-answers");
     let fleet = dir.join("fleet.jsonl");
     std::fs::write(
@@ -393,5 +400,57 @@ fn the_html_report_is_self_contained_and_renders_its_charts_in_chromium() {
         "a screenshot of charts is not a blank page ({} bytes)",
         bytes.len()
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_device_listed_many_times_in_the_fleet_is_simulated_and_moved_once() {
+    // Before: each copy was decided, counted and written to --moves, so `plan` planned it once per copy.
+    let dir = temp_dir("csv-duplicates");
+    let new = policy(
+        &dir.join("new"),
+        &[1, 1],
+        "[[rule]]\nname = \"spread\"\nsticky = false\n",
+    );
+    let fleet = dir.join("fleet.csv");
+    let mut csv = String::from("registration_id,current_hub,enrollment_group,payload_json\n");
+    for i in 0..50 {
+        csv.push_str(&format!("dev-{i},old.azure-devices.net,g,\n"));
+    }
+    // Three more copies of dev-7, one in another case (DPS compares ids ignoring case).
+    csv.push_str("dev-7,old.azure-devices.net,g,\nDEV-7,old.azure-devices.net,g,\ndev-7,hub-00.azure-devices.net,g,\n");
+    std::fs::write(&fleet, csv).expect("write");
+    let moves = dir.join("moves.csv");
+    let out = Command::new(BIN)
+        .args([
+            "simulate",
+            "--policies",
+            s(&new),
+            "--fleet",
+            s(&fleet),
+            "--moves",
+            s(&moves),
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("3 row(s) listed a registration id already listed"),
+        "{err}"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((r["devices"].as_u64(), r["duplicates"].as_u64()), (Some(50), Some(3)));
+    let moved = std::fs::read_to_string(&moves).expect("moves");
+    let ids: Vec<String> = moved
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap_or("").to_ascii_lowercase())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "every device moves at most once: {moved}");
+    assert_eq!(ids.len() as u64, r["moved"].as_u64().expect("moved"));
     let _ = std::fs::remove_dir_all(dir);
 }
