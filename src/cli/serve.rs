@@ -257,19 +257,36 @@ fn run_server(
         let workers = workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
             .max(1);
-        let (descriptors, connections) = connection_cap(workers);
+        let (descriptors, cap) = connection_cap(workers);
+        // With an admin listener, a quarter of the connections are its own, so that no flood of the
+        // public port can take the probes' and the scraper's share, nor one of the admin port theirs.
+        let (connections, admin_connections) = match admin {
+            Some(_) => {
+                let a = (cap / 4).max(ADMIN_MIN_CONNECTIONS);
+                (cap.saturating_sub(a).max(workers), a)
+            }
+            None => (cap, 0),
+        };
         let for_admin = service.clone();
         let server = HttpServer::new(move || http::app_for(service.clone(), public_routes))
             .shutdown_timeout(shutdown_timeout)
             .workers(workers)
             .max_connections(connections / workers);
-        tracing::info!(workers, descriptors, max_connections = connections, "connection limits");
+        tracing::info!(
+            workers,
+            descriptors,
+            max_connections = connections,
+            admin_max_connections = admin_connections,
+            "connection limits"
+        );
         let server = match tls {
             Some(config) => server.listen_rustls_0_23(listener, config)?,
             None => server.listen(listener)?,
         };
         actix_web::rt::spawn(reload_on_sighup(reloader));
-        // The admin listener: plain HTTP, one worker, its own small connection cap.
+        // The admin listener: plain HTTP, one worker, its own share of the connections, and a connection
+        // that has not sent its request head within a second is closed (a probe or a scrape sends it at
+        // once), so idle connections cannot hold the probes out.
         let admin = match admin {
             Some((l, keyed)) => {
                 let at = l.local_addr()?;
@@ -277,7 +294,9 @@ fn run_server(
                     HttpServer::new(move || http::app_for(for_admin.clone(), http::Listener::Admin { keyed }))
                         .shutdown_timeout(shutdown_timeout)
                         .workers(1)
-                        .max_connections(256)
+                        .max_connections(admin_connections)
+                        .client_request_timeout(ADMIN_REQUEST_HEAD_TIMEOUT)
+                        .backlog(ADMIN_BACKLOG)
                         .listen(l)?;
                 Some((admin_server.run(), at, keyed))
             }
@@ -296,6 +315,14 @@ fn run_server(
         Ok(())
     })
 }
+
+/// The admin listener's connections at least, whatever the descriptor limit (a quarter of the client
+/// connections when that is more).
+const ADMIN_MIN_CONNECTIONS: usize = 1_024;
+/// How long an admin connection may take to send its request head.
+const ADMIN_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections the kernel queues for the admin listener while its worker is busy.
+const ADMIN_BACKLOG: u32 = 4_096;
 
 /// File descriptors kept for everything but client connections: the listener, log output, the policy
 /// directory and its watcher, the GeoIP database, the runtime's own.

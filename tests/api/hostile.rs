@@ -470,3 +470,73 @@ fn a_device_listed_many_times_is_triggered_once() {
     );
     assert_eq!((summary["triggered"].as_u64(), peer.count()), (Some(2), 2), "{summary}");
 }
+
+/// `GET path` with a deadline for the whole exchange: the status, or None when no answer came in time.
+fn probe(addr: std::net::SocketAddr, path: &str, deadline: Duration) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, deadline).ok()?;
+    s.set_read_timeout(Some(deadline)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Holds `n` idle connections to `addr` (no request on them) from 30 threads, opening a new one for each
+/// the server closes, until `stop`; at most `limit` in all.
+fn flood(addr: std::net::SocketAddr, n: usize, stop: &std::sync::atomic::AtomicBool, limit: Duration) {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..30 {
+            s.spawn(|| {
+                let mut held: Vec<Option<std::net::TcpStream>> = (0..n / 30).map(|_| None).collect();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
+                    for slot in held.iter_mut() {
+                        // Closed by the server (read 0 or an error); alive while a read would block.
+                        let alive = slot.as_mut().is_some_and(|c| {
+                            let mut b = [0u8; 1];
+                            matches!(c.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                        });
+                        if !alive {
+                            *slot = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                                .ok()
+                                .inspect(|c| {
+                                    let _ = c.set_nonblocking(true);
+                                });
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn the_admin_probes_answer_under_a_flood_of_idle_connections() {
+    // 1,500 connections held open to the admin port without a request (a scanner, a broken client, a
+    // slow-loris), reopened as the server closes them. Before: one admin worker capped at 256
+    // connections, so the kubelet's probes (2 s timeout) waited behind them and 6 of 6 failed.
+    let _ = rlimit::increase_nofile_limit(8_192);
+    let server = Server::start(&["--admin-listen", "127.0.0.1:0", "--workers", "1"], &[]);
+    let admin = server.admin.expect("admin address");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answered = std::thread::scope(|s| {
+        s.spawn(|| flood(admin, 1_500, &stop, Duration::from_secs(40)));
+        std::thread::sleep(Duration::from_secs(3));
+        let answered: Vec<Option<u16>> = ["/healthz", "/readyz", "/healthz", "/readyz", "/healthz", "/readyz"]
+            .iter()
+            .map(|p| {
+                let r = probe(admin, p, Duration::from_secs(2));
+                std::thread::sleep(Duration::from_millis(500));
+                r
+            })
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        answered
+    });
+    assert_eq!(answered, vec![Some(200); 6], "probes beside 1,500 idle connections");
+}
