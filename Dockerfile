@@ -23,12 +23,16 @@ COPY benches ./benches
 COPY examples ./examples
 RUN cargo build --release --locked --bin dps-allocator \
     && strip target/release/dps-allocator
+# The whole policy directory (subdirectories such as fences/ included; tests/ is left out by
+# .dockerignore), checked with the binary just built: an image whose policy does not load is never built.
+COPY policies ./policies
+RUN target/release/dps-allocator check policies
 
 # distroless/cc: glibc and libgcc, no shell, no package manager; :nonroot runs as uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/dps-allocator /usr/local/bin/dps-allocator
 # The shipped example policy; mount your own directory over it (a ConfigMap on Kubernetes).
-COPY policies/*.toml /etc/dps-allocator/policies/
+COPY --from=build /src/policies /etc/dps-allocator/policies
 ENV DPS_ALLOCATOR_LISTEN=0.0.0.0:8080 \
     DPS_ALLOCATOR_POLICIES=/etc/dps-allocator/policies \
     DPS_ALLOCATOR_LOG_FORMAT=json

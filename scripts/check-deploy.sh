@@ -49,8 +49,13 @@ unpacked=$(mktemp -d)
 unzip -q -o "$zip" dps-allocator -d "$unpacked"
 scripts/check-glibc.sh "$unpacked/dps-allocator" 2.28
 rm -rf "$unpacked"
+# A policy directory with fences/ (the residency fixture): the whole directory must be packaged and
+# checked (the binary is built already; this only stages and zips).
+fences_zip=target/functions/dps-allocator-functions-residency.zip
+POLICIES=tests/fixtures/residency scripts/package-functions.sh "$fences_zip"
 out=$(mktemp)
-if DPS_ALLOCATOR_PACKAGE="$PWD/$zip" cargo test --locked --test api deploy -- --nocapture >"$out" 2>&1; then
+if DPS_ALLOCATOR_PACKAGE="$PWD/$zip" DPS_ALLOCATOR_PACKAGE_FENCES="$PWD/$fences_zip" \
+  cargo test --locked --test api deploy -- --nocapture >"$out" 2>&1; then
   grep -E "^test |test result" "$out"
 else
   cat "$out"; echo "the Functions package tests failed (output above)"; exit 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Azure Functions custom-handler package, a zip laid out for zip deploy:
-#   host.json, allocate/function.json, dps-allocator (executable), policies/*.toml
+#   host.json, allocate/function.json, dps-allocator (executable), policies/ (the whole policy directory,
+#   subdirectories such as fences/ included, less its tests/ fixtures)
 #
 #   scripts/package-functions.sh [OUT.zip]     (default: target/functions/dps-allocator-functions.zip)
 #   POLICIES=/path/to/policies scripts/package-functions.sh    (default: ./policies)
@@ -71,7 +72,18 @@ mkdir "$stage/allocate" "$stage/policies"
 cp deploy/azure-functions/allocate/function.json "$stage/allocate/"
 install -m 0755 "$bin" "$stage/dps-allocator"
 strip "$stage/dps-allocator" 2>/dev/null || true
-cp "$policies"/*.toml "$stage/policies/"
+# The whole policy directory (links followed: a ConfigMap-style ..data link is copied as files), less the
+# fixtures; then the packaged copy is checked with the packaged binary, so a package whose policy does not
+# load (a fence left behind, say) is never built.
+[ -d "$policies" ] || { echo "POLICIES=$policies: not a directory" >&2; exit 2; }
+cp -RL "$policies/." "$stage/policies/"
+rm -rf "$stage/policies/tests"
+if ! "$stage/dps-allocator" check "$stage/policies" >"$stage/check.out" 2>&1; then
+  sed 's/^/  /' "$stage/check.out" >&2
+  echo "the packaged policy directory does not load (dps-allocator check, above): no package built" >&2
+  exit 1
+fi
+rm -f "$stage/check.out"
 mkdir -p "$(dirname "$out")"
 abs_out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 rm -f "$abs_out"

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub log_lines_dropped: IntCounter,
     /// `policy_reloads_total{result}`: `activated`, `unchanged`, `failed`.
     pub reloads: IntCounterVec,
+    /// `build_info{version}`: 1, labelled with this build's version; also what alert rules use to find
+    /// this service's targets whatever job name the scrape gives them.
+    pub build_info: IntGaugeVec,
     /// `policy_revision_info{revision}`: 1 for the active revision.
     pub revision_info: IntGaugeVec,
     /// `policy_loaded_timestamp_seconds`: when the active revision was activated.
@@ -98,6 +101,8 @@ impl Metrics {
             &["cache"],
         )?;
         let cache_max_bytes = gauge("cache_max_bytes", "A cache's byte budget, by cache.", &["cache"])?;
+        let build_info = gauge("build_info", "This build (value 1), by version.", &["version"])?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let log_lines_dropped = IntCounter::with_opts(opts(
             "log_lines_dropped_total",
             "Log lines dropped because standard output did not keep up.",
@@ -147,6 +152,7 @@ impl Metrics {
             cache_evictions,
             cache_bytes,
             cache_max_bytes,
+            build_info,
             log_lines_dropped,
             reloads,
             revision_info,

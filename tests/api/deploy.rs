@@ -213,17 +213,37 @@ fn the_functions_zip_is_laid_out_for_zip_deploy_and_its_binary_serves() {
         !listing.contains("policies/tests"),
         "fixtures do not belong in the package"
     );
-    let dir = temp_dir("functions-zip");
+    let (dir, mut child, addr) = start_package(&zip, "functions-zip");
+    let root = get(addr, "/");
+    let toaster = std::fs::read_to_string(repo().join("policies/tests/tutorial-toaster.json")).expect("fixture");
+    let request: Value = serde_json::from_str(&toaster).expect("json");
+    let answer = post(
+        addr,
+        "/api/allocate?code=function-key",
+        &request["request"].to_string(),
+        "",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(root.status, 200);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("contoso-toasters-hub-1098.azure-devices.net"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Unzips a Functions package and starts its binary the way the Functions host does (host.json's
+/// executable and arguments, in the app root, with FUNCTIONS_CUSTOMHANDLER_PORT set): the directory, the
+/// process and its address.
+fn start_package(zip: &std::ffi::OsStr, name: &str) -> (std::path::PathBuf, std::process::Child, std::net::SocketAddr) {
+    let dir = temp_dir(name);
     let out = Command::new("unzip")
         .arg("-q")
-        .arg(&zip)
+        .arg(zip)
         .arg("-d")
         .arg(&dir)
         .output()
         .expect("unzip");
     assert!(out.status.success());
-    // Start it the way the Functions host does: host.json's executable and arguments, in the app root,
-    // with FUNCTIONS_CUSTOMHANDLER_PORT set.
     let host = json_at(&dir.join("host.json"));
     let args: Vec<String> = host["customHandler"]["description"]["arguments"]
         .as_array()
@@ -245,27 +265,139 @@ fn the_functions_zip_is_laid_out_for_zip_deploy_and_its_binary_serves() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the packaged binary starts");
-    let log = std::env::temp_dir().join(format!("dps-package-{}.log", std::process::id()));
+    let log = std::env::temp_dir().join(format!("dps-package-{}-{name}.log", std::process::id()));
     let (listening, _) = crate::live::read_addresses(child.stdout.take().expect("stdout"), &log, false);
-    assert_eq!(listening, Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let root = get(addr, "/");
-    let toaster = std::fs::read_to_string(repo().join("policies/tests/tutorial-toaster.json")).expect("fixture");
-    let request: Value = serde_json::from_str(&toaster).expect("json");
+    assert_eq!(listening, Some(addr));
+    (dir, child, addr)
+}
+
+/// Runs when `DPS_ALLOCATOR_PACKAGE_FENCES` names a zip built by scripts/package-functions.sh from a policy
+/// directory with `fences/` (CI builds one from tests/fixtures/residency): the whole directory is in it,
+/// its fixtures are not, `check` passes on the packaged copy, and a device is placed by a fence.
+#[test]
+fn a_functions_zip_carries_the_whole_policy_directory_and_places_by_its_fences() {
+    let Some(zip) = std::env::var_os("DPS_ALLOCATOR_PACKAGE_FENCES") else {
+        eprintln!("skipped: set DPS_ALLOCATOR_PACKAGE_FENCES to a zip built with POLICIES=tests/fixtures/residency");
+        return;
+    };
+    let (dir, mut child, addr) = start_package(&zip, "functions-zip-fences");
+    assert!(
+        dir.join("policies/fences/nordics.geojson").is_file(),
+        "fences/ left out"
+    );
+    assert!(
+        !dir.join("policies/tests").exists(),
+        "fixtures do not belong in the package"
+    );
+    let check = Command::new(dir.join("dps-allocator"))
+        .args(["check", "policies"])
+        .current_dir(&dir)
+        .output()
+        .expect("check runs");
+    let fixture =
+        std::fs::read_to_string(repo().join("tests/fixtures/residency/tests/residency.json")).expect("fixture");
+    let cases: Value = serde_json::from_str(&fixture).expect("json");
+    let lillehammer = cases
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["request"]["deviceRuntimeContext"]["registrationId"] == "meter-lillehammer")
+        .expect("a device inside the Nordic fence");
     let answer = post(
         addr,
         "/api/allocate?code=function-key",
-        &request["request"].to_string(),
+        &lillehammer["request"].to_string(),
         "",
     );
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(root.status, 200);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert!(answer.body.contains("contoso-toasters-hub-1098.azure-devices.net"));
+    assert!(answer.body.contains("nordic.azure-devices.net"), "{}", answer.body);
     let _ = std::fs::remove_dir_all(dir);
 }
 
 fn json_at(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
+}
+
+#[test]
+fn the_dashboard_imports_into_any_grafana_and_follows_its_variables() {
+    let d = json("deploy/grafana/dashboards/dps-allocator.json");
+    // Grafana's import asks for a Prometheus data source (`__inputs`), and the panels take whichever the
+    // `datasource` variable names, so nothing depends on a data source uid of ours.
+    assert_eq!(d["__inputs"][0]["type"], "datasource");
+    assert_eq!(d["__inputs"][0]["pluginId"], "prometheus");
+    let vars: Vec<(&str, &str)> = d["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .map(|v| (v["name"].as_str().expect("name"), v["type"].as_str().expect("type")))
+        .collect();
+    assert_eq!(
+        vars,
+        [
+            ("datasource", "datasource"),
+            ("job", "query"),
+            ("namespace", "query"),
+            ("instance", "query")
+        ]
+    );
+    for v in d["templating"]["list"].as_array().expect("variables").iter().skip(1) {
+        assert_eq!(v["datasource"]["uid"], "${datasource}", "{v}");
+        assert_eq!(v["allValue"], ".*", "a namespace-less scrape still matches: {v}");
+    }
+    // The dashboard JSON model: every panel has an id, a type, a title, a grid position and targets.
+    let mut ids = BTreeSet::new();
+    for p in d["panels"].as_array().expect("panels") {
+        assert!(
+            ids.insert(p["id"].as_u64().expect("id")),
+            "duplicate panel id {}",
+            p["id"]
+        );
+        for key in ["type", "title"] {
+            assert!(p[key].is_string(), "{key} of {p}");
+        }
+        for key in ["x", "y", "w", "h"] {
+            assert!(p["gridPos"][key].is_u64(), "gridPos.{key} of {}", p["title"]);
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        for t in p["targets"].as_array().expect("targets") {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            let expr = t["expr"].as_str().expect("expr");
+            let metrics = expr.matches("dps_allocator_").count();
+            let selected = expr
+                .matches(r#"job=~"$job",namespace=~"$namespace",instance=~"$instance""#)
+                .count();
+            assert_eq!(metrics, selected, "every metric follows the variables: {expr}");
+        }
+    }
+    assert!(d["uid"].is_string() && d["schemaVersion"].is_u64());
+}
+
+#[test]
+fn the_optional_pod_monitor_scrapes_the_deployments_admin_port() {
+    let monitor =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/prometheus-operator/podmonitor.yaml")).expect("read");
+    let deployment = std::fs::read_to_string(repo().join("deploy/kubernetes/deployment.yaml")).expect("read");
+    assert!(
+        monitor.contains("apiVersion: monitoring.coreos.com/v1\nkind: PodMonitor\n"),
+        "{monitor}"
+    );
+    assert!(monitor.contains("    matchLabels:\n      app.kubernetes.io/name: dps-allocator\n"));
+    assert!(
+        deployment.contains("app.kubernetes.io/name: dps-allocator"),
+        "the pods carry the selected label"
+    );
+    assert!(monitor.contains("    - port: admin\n      path: /metrics\n"));
+    assert!(
+        deployment.contains("- name: admin\n              containerPort: 9180"),
+        "the admin port is named"
+    );
+    let kustomization = std::fs::read_to_string(repo().join("deploy/kubernetes/kustomization.yaml")).expect("read");
+    assert!(
+        !kustomization.contains("podmonitor"),
+        "optional: the CRD may not exist in the cluster"
+    );
 }
