@@ -131,6 +131,8 @@ pub struct AllocationRequest<'a> {
     pub linked_hubs: Vec<Str<'a>>,
     /// The enrollment the device registered through.
     pub enrollment: Enrollment<'a>,
+    /// Known DPS fields found at the wrong level (not read; the decision's reasons name them).
+    pub misplaced: Vec<Misplaced>,
 }
 
 impl AllocationRequest<'_> {
@@ -185,6 +187,55 @@ pub struct RawRequest<'a> {
     /// An individual enrollment (exactly one of the two enrollments).
     #[serde(borrow)]
     pub(crate) individual_enrollment: Option<RawEnrollment<'a>>,
+    /// `deviceRuntimeContext`'s fields where a hand-written test request often puts them: at the top
+    /// level. Only noted ([`Misplaced`]): DPS never sends them there, and reading them would decide on a
+    /// request DPS cannot send. Skipped unbuilt (`IgnoredAny`); not in the OpenAPI document.
+    #[serde(rename = "currentIotHubHostName", alias = "currentIoTHubHostName", default)]
+    #[schema(ignore)]
+    pub(crate) top_current_hub: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "currentDeviceId", default)]
+    #[schema(ignore)]
+    pub(crate) top_current_device_id: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "registrationId", default)]
+    #[schema(ignore)]
+    pub(crate) top_registration_id: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "payload", default)]
+    #[schema(ignore)]
+    pub(crate) top_payload: Option<serde::de::IgnoredAny>,
+}
+
+/// A known DPS field found at the wrong level of a request: noted in the decision's reasons and logged
+/// as a warning, never read (the request is decided as DPS would have sent it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Misplaced {
+    /// `currentIotHubHostName` at the top level: the request is a first registration.
+    CurrentHub,
+    /// `currentDeviceId` at the top level.
+    CurrentDeviceId,
+    /// `registrationId` at the top level.
+    RegistrationId,
+    /// `payload` at the top level: the device sent no payload.
+    Payload,
+}
+
+impl Misplaced {
+    /// The field's name and where it belongs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misplaced::CurrentHub => {
+                "`currentIotHubHostName` is at the top level, not in `deviceRuntimeContext`: not read (decided as a first registration)"
+            }
+            Misplaced::CurrentDeviceId => {
+                "`currentDeviceId` is at the top level, not in `deviceRuntimeContext`: not read"
+            }
+            Misplaced::RegistrationId => {
+                "`registrationId` is at the top level as well as in `deviceRuntimeContext`: the top-level one is not read"
+            }
+            Misplaced::Payload => {
+                "`payload` is at the top level, not in `deviceRuntimeContext`: not read (decided without a payload)"
+            }
+        }
+    }
 }
 
 /// `deviceRuntimeContext`.
@@ -451,6 +502,15 @@ impl<'a> RawRequest<'a> {
         if payload.as_ref().is_some_and(|p| !p.is_object()) {
             return err("`deviceRuntimeContext.payload` must be a JSON object");
         }
+        let misplaced = [
+            (self.top_current_hub.is_some(), Misplaced::CurrentHub),
+            (self.top_current_device_id.is_some(), Misplaced::CurrentDeviceId),
+            (self.top_registration_id.is_some(), Misplaced::RegistrationId),
+            (self.top_payload.is_some(), Misplaced::Payload),
+        ]
+        .into_iter()
+        .filter_map(|(found, m)| found.then_some(m))
+        .collect();
         Ok(AllocationRequest {
             registration_id,
             current_hub,
@@ -460,6 +520,7 @@ impl<'a> RawRequest<'a> {
             payload,
             linked_hubs,
             enrollment,
+            misplaced,
         })
     }
 }

@@ -130,6 +130,8 @@ pub enum Reason {
     TieBand(u32),
     /// The strategy chose among this many candidates.
     Chose(StrategyName, u32),
+    /// A known DPS field sits at the wrong level of the request and was not read.
+    Misplaced(crate::dps::Misplaced),
 }
 
 impl fmt::Display for Reason {
@@ -167,6 +169,7 @@ impl fmt::Display for Reason {
                 count(f, *n)?;
                 f.write_str(" candidates within tie_band_km of the nearest: split by weighted-hash")
             }
+            Reason::Misplaced(m) => f.write_str(m.as_str()),
             Reason::Chose(s, n) => {
                 f.write_str(s.as_str())?;
                 f.write_str(" chose among ")?;
@@ -221,6 +224,7 @@ pub fn decide_with<R: Recorder>(
     let place = LazyPlace::new(req.payload.as_ref(), &rev.settings.geo, geoip);
     let (facts, tenant) = subject(req, rev, &reg_lower, current_lower.as_deref(), &place, rec);
     let mut reasons = Vec::with_capacity(4);
+    reasons.extend(req.misplaced.iter().map(|m| Reason::Misplaced(*m)));
     let decision = |rule, outcome, reasons| Decision {
         outcome,
         rule,

@@ -150,12 +150,24 @@ impl Service {
 
     /// Reloads the policy, clears the cache when a new revision activates, logs and counts the attempt.
     pub fn reload(&self, trigger: Trigger) -> Attempt {
+        let was_failing = self
+            .policy
+            .status()
+            .last_attempt
+            .is_some_and(|a| a.result == ReloadResult::Failed);
         let attempt = self.policy.reload(trigger);
         if attempt.result == ReloadResult::Activated {
             self.cache.clear();
             self.outcomes.clear();
         }
-        reload::log_attempt(&attempt, &self.policy.source().describe(), &self.metrics);
+        let serving = self.policy.active().map(|r| r.id.clone());
+        reload::log_attempt(
+            &attempt,
+            &self.policy.source().describe(),
+            &self.metrics,
+            serving.as_deref(),
+            was_failing,
+        );
         attempt
     }
 
@@ -172,6 +184,7 @@ impl Service {
             Lookup::Pass => false,
         };
         let answer = answer::allocate_hashed(body, rev, self.geoip.as_ref(), hash);
+        crate::telemetry::events::misplaced_fields(&answer);
         let served = Arc::new(Served::new(answer, &rev.id, &self.metrics, &self.outcomes));
         // Only decisions are cached: a malformed body is cheap to refuse again.
         if admit && served.is_decision() {

@@ -362,6 +362,7 @@ fn request<'a>(
         attestation: None,
         x509: None,
         payload,
+        misplaced: Vec::new(),
         linked_hubs: Vec::with_capacity(64),
         enrollment: Enrollment {
             kind: if group.is_some() {

@@ -145,8 +145,11 @@ pub struct Attempt {
     pub duration_ms: f64,
 }
 
-/// One reload attempt: logged (a failure with every error) and counted.
-pub fn log_attempt(attempt: &Attempt, source: &str, m: &Metrics) {
+/// One reload attempt: logged (a failure with every error) and counted. `serving`: the revision active
+/// after it, if any; `was_failing`: whether the attempt before it failed, so that the first good one
+/// after a failure says the policy is healthy again (an `unchanged` one too: putting the good file back
+/// compiles to the revision that kept serving).
+pub fn log_attempt(attempt: &Attempt, source: &str, m: &Metrics, serving: Option<&str>, was_failing: bool) {
     m.reloads.with_label_values(&[attempt.result.as_str()]).inc();
     let revision = attempt.revision.as_deref().unwrap_or("");
     match attempt.result {
@@ -161,15 +164,30 @@ pub fn log_attempt(attempt: &Attempt, source: &str, m: &Metrics) {
             for e in &attempt.errors {
                 tracing::error!(target: "policy", source, error = %e, "policy error");
             }
-            tracing::error!(
-                target: "policy",
-                source,
-                trigger = ?attempt.trigger,
-                errors = attempt.errors.len() + attempt.errors_omitted,
-                errors_omitted = attempt.errors_omitted,
-                "policy reload failed; the previous revision keeps serving"
-            );
+            let errors = attempt.errors.len() + attempt.errors_omitted;
+            match serving {
+                Some(serving) => tracing::error!(
+                    target: "policy",
+                    source,
+                    trigger = ?attempt.trigger,
+                    errors,
+                    errors_omitted = attempt.errors_omitted,
+                    serving,
+                    "policy reload failed; the previous revision keeps serving"
+                ),
+                None => tracing::error!(
+                    target: "policy",
+                    source,
+                    trigger = ?attempt.trigger,
+                    errors,
+                    errors_omitted = attempt.errors_omitted,
+                    "policy load failed; no revision is serving: every request is answered 503 not_ready until a valid policy loads"
+                ),
+            }
         }
+    }
+    if was_failing && attempt.result != ReloadResult::Failed {
+        tracing::info!(target: "policy", revision, source, "policy healthy again: the directory loads");
     }
 }
 

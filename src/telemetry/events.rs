@@ -438,10 +438,29 @@ impl DecisionEvent<'_> {
     }
 }
 
-/// A request refused before its body was read (401, 408, 413, 503): logged with the reason, and counted.
+/// A request refused before its body was read (401, 408, 413, 503): logged with the reason at `warn`
+/// (a wrong key in an enrollment, a client that stalls, a service without a policy: all problems), and
+/// counted.
 pub fn refused(request_id: &str, code: &str, status: u16, reason: &str, m: &Metrics) {
-    tracing::info!(target: "decision", request_id, status, outcome = code, reasons = reason, "refused");
+    tracing::warn!(target: "decision", request_id, status, outcome = code, reasons = reason, "refused");
     m.requests.with_label_values(&[code]).inc();
+}
+
+/// Known DPS fields at the wrong level of a decided request: one warning each, beside the decision line
+/// whose reasons name them too (a cache hit repeats the reasons, not the warning).
+pub fn misplaced_fields(answer: &Answer) {
+    let Some(summary) = &answer.summary else { return };
+    for r in &summary.reasons {
+        if let Reason::Misplaced(m) = r {
+            tracing::warn!(
+                target: "request",
+                decision_id = answer.decision_id.as_str(),
+                registration_id = answer.registration_id.as_deref().unwrap_or(""),
+                "misplaced field: {}",
+                m.as_str()
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -62,3 +62,100 @@ fn an_invalid_environment_value_names_the_variable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_known_field_at_the_wrong_level_is_a_warning_and_a_reason() {
+    // `currentIotHubHostName` at the top level: DPS puts it in `deviceRuntimeContext`. Before, it was
+    // ignored without a word, so a re-registration test silently became a first registration.
+    let server = Server::start(&[], &[]);
+    let body = r#"{"enrollmentGroup":{"enrollmentGroupId":"contoso-custom-allocated-devices"},"currentIotHubHostName":"contoso-toasters-hub-1098.azure-devices.net","deviceRuntimeContext":{"registrationId":"breakroom499-contoso-tstrsd-007"},"linkedHubs":["contoso-toasters-hub-1098.azure-devices.net","contoso-heatpumps-hub-1098.azure-devices.net"]}"#;
+    let r = crate::live::post(server.addr, "/api/allocate", body, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let explained = crate::live::post(server.addr, "/api/explain", body, "");
+    assert!(
+        explained
+            .body
+            .contains("`currentIotHubHostName` is at the top level, not in `deviceRuntimeContext`"),
+        "{}",
+        explained.body
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let log = server.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("misplaced field"))
+        .unwrap_or_else(|| panic!("no warning in\n{log}"));
+    assert!(
+        warning.contains("\"level\":\"WARN\"") && warning.contains("breakroom499-contoso-tstrsd-007"),
+        "{warning}"
+    );
+    let decision = log
+        .lines()
+        .find(|l| l.contains("\"target\":\"decision\"") && l.contains("\"status\":200"))
+        .expect("decision line");
+    assert!(
+        decision.contains("not read (decided as a first registration)"),
+        "{decision}"
+    );
+    // In its place, it is read: a sticky re-registration.
+    let right = body.replace(
+        r#""currentIotHubHostName":"contoso-toasters-hub-1098.azure-devices.net","deviceRuntimeContext":{"#,
+        r#""deviceRuntimeContext":{"currentIotHubHostName":"contoso-toasters-hub-1098.azure-devices.net","#,
+    );
+    let explained = crate::live::post(server.addr, "/api/explain", &right, "");
+    assert!(
+        !explained.body.contains("misplaced") && !explained.body.contains("top level"),
+        "{}",
+        explained.body
+    );
+}
+
+/// Waits up to five seconds for `server`'s log to hold `n` lines containing `needle`.
+fn wait_for(server: &Server, needle: &str, n: usize) -> String {
+    for _ in 0..100 {
+        let log = server.log();
+        if log.matches(needle).count() >= n {
+            return log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no {n} x {needle:?} in\n{}", server.log());
+}
+
+#[test]
+fn the_policy_log_says_what_serves_and_when_the_policy_is_healthy_again() {
+    let dir = crate::live::temp_dir("healthy-again");
+    let good = "[[rule]]\nname = \"all\"\n";
+    std::fs::write(dir.join("p.toml"), "[[rule]]\nname = \n").expect("broken");
+    let server = Server::start(&["--policies", dir.to_str().expect("utf-8"), "--no-watch"], &[]);
+    let hup = || {
+        let _ = std::process::Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status();
+    };
+    // Broken at start-up: nothing serves, and the log says so instead of "the previous revision".
+    let log = wait_for(&server, "policy load failed; no revision is serving", 1);
+    assert!(!log.contains("the previous revision keeps serving"), "{log}");
+    // Fixed: activated, and healthy again.
+    std::fs::write(dir.join("p.toml"), good).expect("good");
+    hup();
+    wait_for(&server, "policy healthy again", 1);
+    // Broken again: the good revision keeps serving; the good file back compiles to the same revision
+    // (unchanged), and the log still ends on "healthy again", not on the error.
+    std::fs::write(dir.join("p.toml"), "[[rule]]\nname = \n").expect("broken");
+    hup();
+    wait_for(&server, "the previous revision keeps serving", 1);
+    std::fs::write(dir.join("p.toml"), good).expect("good");
+    hup();
+    let log = wait_for(&server, "policy healthy again", 2);
+    let last_policy_line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"target\":\"policy\""))
+        .expect("policy lines");
+    assert!(
+        last_policy_line.contains("healthy again") && last_policy_line.contains("\"level\":\"INFO\""),
+        "{last_policy_line}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
