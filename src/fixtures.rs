@@ -134,15 +134,26 @@ pub struct FixtureError {
     pub message: String,
 }
 
-/// Reads every fixture under `dir` (`*.json`, lexical order). A missing directory has no fixtures.
-pub fn load(dir: &Path) -> Result<Vec<Fixture>, FixtureError> {
+/// The fixtures of a directory: those that read, and the files or cases that did not (each with its
+/// file and, for JSON errors, line and column), so one typo fails one fixture and the rest still run.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The fixtures that read.
+    pub fixtures: Vec<Fixture>,
+    /// What could not be read: `file:line:col: message` (or `file: message`).
+    pub broken: Vec<FixtureError>,
+}
+
+/// Reads every fixture under `dir` (`*.json`, lexical order). A missing directory has no fixtures; a
+/// directory that cannot be listed is an error; a file or case that cannot be read is [`Loaded::broken`].
+pub fn load(dir: &Path) -> Result<Loaded, FixtureError> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
         Err(e) => {
             return Err(FixtureError {
                 file: dir.display().to_string(),
@@ -151,30 +162,61 @@ pub fn load(dir: &Path) -> Result<Vec<Fixture>, FixtureError> {
         }
     };
     files.sort();
-    let mut out = Vec::new();
+    let mut out = Loaded::default();
     for file in files {
-        let err = |message: String| FixtureError {
-            file: file.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(&file).map_err(|e| err(e.to_string()))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-        let cases = match value {
-            Value::Array(items) => items,
-            one => vec![one],
-        };
-        for (index, case) in cases.into_iter().enumerate() {
-            let raw: RawFixture = serde_json::from_value(case).map_err(|e| err(format!("case {index}: {e}")))?;
-            out.push(Fixture {
-                file: file.clone(),
-                index,
-                description: raw.description,
-                request: raw.request,
-                expect: raw.expect,
-            });
+        match load_file(&file) {
+            Ok(cases) => out.fixtures.extend(cases),
+            Err(e) => out.broken.push(e),
         }
     }
     Ok(out)
+}
+
+/// The cases of one fixture file (one object, or an array of them).
+fn load_file(file: &Path) -> Result<Vec<Fixture>, FixtureError> {
+    let located = |e: &serde_json::Error, what: &str| FixtureError {
+        file: format!("{}:{}:{}", file.display(), e.line(), e.column()),
+        message: format!("{what}{}", strip_position(&e.to_string())),
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| FixtureError {
+        file: file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| located(&e, "not valid JSON: "))?;
+    let cases = match value {
+        Value::Array(items) => items,
+        one => vec![one],
+    };
+    let mut out = Vec::with_capacity(cases.len());
+    for (index, case) in cases.into_iter().enumerate() {
+        let raw: RawFixture = serde_json::from_value(case).map_err(|e| {
+            // Read again from the text, for the line and column of the mistake.
+            let again = match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Array(_)) => serde_json::from_str::<Vec<RawFixture>>(&text).err(),
+                _ => serde_json::from_str::<RawFixture>(&text).err(),
+            };
+            match again {
+                Some(at) if at.line() > 0 => located(&at, &format!("case {index}: ")),
+                _ => FixtureError {
+                    file: file.display().to_string(),
+                    message: format!("case {index}: {e}"),
+                },
+            }
+        })?;
+        out.push(Fixture {
+            file: file.to_owned(),
+            index,
+            description: raw.description,
+            request: raw.request,
+            expect: raw.expect,
+        });
+    }
+    Ok(out)
+}
+
+/// serde_json's message without its " at line L column C" suffix (the location is given before it).
+fn strip_position(message: &str) -> &str {
+    message.rfind(" at line ").map_or(message, |i| &message[..i])
 }
 
 impl Fixture {

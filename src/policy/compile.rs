@@ -271,10 +271,32 @@ fn element<'de, T: Deserialize<'de>>(
         }
         Err(e) => {
             let at = e.span().map_or(span.start, |s| s.start);
-            cx.error(src, at, format!("{kind}: {}", e.message().trim()));
+            let message = e.message().trim();
+            // A matcher's fields in the error: a condition's key was read as a table, most often a dotted
+            // payload path TOML split at its dots.
+            let hint = if message.starts_with("unknown field") && message.contains("`equals`") {
+                "; a dotted payload path is one key: quote it (`\"fw.version\" = …`), else TOML reads `fw.version` as a table `fw` holding `version`"
+            } else {
+                ""
+            };
+            match element_name(value) {
+                Some(name) => cx.error(src, at, format!("{kind} `{name}`: {message}{hint}")),
+                None => cx.error(src, at, format!("{kind}: {message}{hint}")),
+            }
             false
         }
     }
+}
+
+/// The name an element goes by, for an error message: a rule's `name`, a tenant's `id`, a hub's `host`.
+fn element_name<'v>(value: &'v Spanned<toml::de::DeValue<'_>>) -> Option<&'v str> {
+    let table = value.get_ref().as_table()?;
+    ["name", "id", "host"].iter().find_map(|key| {
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .and_then(|(_, v)| v.get_ref().as_str())
+    })
 }
 
 fn compile_settings(cx: &mut Ctx<'_>, items: &[Item<RawSettings>]) -> Settings {

@@ -10,7 +10,9 @@ use crate::helpers::{app, load, repo, send};
 
 async fn run_dir(dir: &Path) -> usize {
     let rev = load(dir);
-    let cases = fixtures::load(&dir.join("tests")).unwrap_or_else(|e| panic!("{e}"));
+    let loaded = fixtures::load(&dir.join("tests")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.broken.is_empty(), "{:?}", loaded.broken);
+    let cases = loaded.fixtures;
     assert!(!cases.is_empty(), "{}: no fixtures", dir.display());
     let app = app(rev).await;
     let mut failures = Vec::new();

@@ -159,3 +159,37 @@ fn the_policy_log_says_what_serves_and_when_the_policy_is_healthy_again() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_typo_in_one_fixture_fails_that_fixture_with_its_line_and_the_rest_still_run() {
+    // Before: `test` stopped at the first unreadable fixture with exit 2 and no line:col.
+    let dir = crate::live::temp_dir("fixture-typo");
+    std::fs::create_dir_all(dir.join("tests")).expect("dir");
+    for f in ["00-settings.toml", "10-hubs.toml", "20-tenants.toml", "30-rules.toml"] {
+        std::fs::copy(crate::helpers::repo().join("policies").join(f), dir.join(f)).expect("copy");
+    }
+    for f in ["tutorial-toaster.json", "tutorial-heatpump.json"] {
+        std::fs::copy(
+            crate::helpers::repo().join("policies/tests").join(f),
+            dir.join("tests").join(f),
+        )
+        .expect("copy");
+    }
+    let heatpump = dir.join("tests/tutorial-heatpump.json");
+    let text = std::fs::read_to_string(&heatpump).expect("read");
+    std::fs::write(&heatpump, text.replacen("\"request\"", "\"requets\"", 1)).expect("typo");
+    std::fs::write(dir.join("tests/zz-syntax.json"), "{\"request\": {\"a\": 1,}}").expect("syntax");
+    let (code, stdout, stderr) = run(&["test", dir.to_str().expect("utf-8")], &[]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("tutorial-heatpump.json:3:11: case 0: unknown field `requets`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("zz-syntax.json:1:21: not valid JSON: trailing comma"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok    tutorial-toaster.json"), "{stdout}");
+    assert!(stdout.contains("1 passed, 2 failed"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}

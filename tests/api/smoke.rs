@@ -112,7 +112,7 @@ fn check_reports_every_error_and_exits_1_and_test_passes_the_shipped_fixtures() 
         "{text}"
     );
     assert!(
-        text.contains(&format!("{b}:3:12: rule: unknown variant `fastest`")),
+        text.contains(&format!("{b}:3:12: rule `r`: unknown variant `fastest`")),
         "{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -53,8 +53,8 @@ strategy = "nearest"
     );
     let got = errors(vec![hubs, rules]);
     let want = [
-        "p/10-hubs.toml:11:1: hub: unknown field `colour`, expected one of `host`, `region`, `location`, `weight`, `state`, `tags`, `capacity`",
-        "p/30-rules.toml:9:12: rule: unknown variant `nearest`, expected one of `static`, `weighted-hash`, `geo-latency`",
+        "p/10-hubs.toml:11:1: hub `A.azure-devices.net`: unknown field `colour`, expected one of `host`, `region`, `location`, `weight`, `state`, `tags`, `capacity`",
+        "p/30-rules.toml:9:12: rule `bad-regex`: unknown variant `nearest`, expected one of `static`, `weighted-hash`, `geo-latency`",
         "p/10-hubs.toml:3:10: hub `a.azure-devices.net`: unknown region `westeurop` (did you mean `westeurope`?)",
         "p/10-hubs.toml:7:10: hub `b.azure-devices.net`: weight 5000 is out of range 1..=1000",
         "p/30-rules.toml:3:36: rule `eu`: unknown region `northeurop` (did you mean `northeurope`?)",
@@ -176,7 +176,7 @@ fn unknown_tables_keys_and_single_brackets_are_errors() {
     )]);
     assert!(
         got.iter()
-            .any(|g| g.starts_with("y.toml:3:10: rule: unknown field `registration`")),
+            .any(|g| g.starts_with("y.toml:3:10: rule `r`: unknown field `registration`")),
         "{got:?}"
     );
     let got = errors(vec![src(
@@ -418,4 +418,26 @@ fn location_needs_something_to_test() {
         "[[rule]]\nname = \"x\"\nwhen = { location = { within = \"f.geojson\" } }\n",
     )]);
     assert!(errs[0].contains("read from a policy directory"), "{errs:?}");
+}
+
+#[test]
+fn an_unquoted_dotted_payload_path_gets_a_hint_to_quote_it() {
+    let got = errors(vec![src(
+        "d.toml",
+        "[[rule]]\nname = \"fw\"\nwhen = { payload = { fw.version = \"1.2\" } }\n",
+    )]);
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("d.toml:3:25: rule `fw`: unknown field `version`")
+                && g.contains("a dotted payload path is one key: quote it (`\"fw.version\" = …`)")),
+        "{got:?}"
+    );
+    // Quoted, it loads.
+    assert!(
+        errors(vec![src(
+            "d.toml",
+            "[[rule]]\nname = \"fw\"\nwhen = { payload = { \"fw.version\" = \"1.2\" } }\n"
+        )])
+        .is_empty()
+    );
 }
